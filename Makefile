@@ -1,0 +1,69 @@
+# signalops: the two set-up commands are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.installed-stamp
+
+# The embedded default: every piece of state under one directory.
+export SIGNALOPS_STATE_DIR ?= $(CURDIR)/.signalops
+export AIRFLOW_HOME ?= $(SIGNALOPS_STATE_DIR)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help install run test test-unit test-integration airflow lint format typecheck bench constraints clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(UV) pip install --python $(PY) --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(UV) pip install --python $(PY) --quiet --no-deps -e .
+	touch $@
+
+install: $(STAMP)  ## create .venv and install pinned dependencies + signalops
+
+run: $(STAMP)  ## run the pipeline end-to-end on the embedded default (SQLite, local files)
+	scripts/run_pipeline.sh
+
+test: $(STAMP)  ## run the whole test suite (needs PostgreSQL on :5432 and Redis on :6379)
+	$(PY) -m pytest
+
+test-unit: $(STAMP)  ## unit + DAG integrity tests only (no services)
+	$(PY) -m pytest tests/unit tests/dags
+
+test-integration: $(STAMP)  ## integration tests (real PostgreSQL, Redis, Airflow)
+	$(PY) -m pytest tests/integration
+
+airflow: $(STAMP)  ## start `airflow standalone` on the embedded default (UI on :8080)
+	$(PY) -m signalops.cli init-airflow
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True $(VENV)/bin/airflow standalone
+
+lint: $(STAMP)  ## ruff lint + format check, mypy on include/signalops
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)  ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)  ## run the benchmarks under bench/
+	$(PY) bench/features.py
+
+constraints: $(STAMP)  ## re-pin constraints.txt from the current venv
+	{ echo "# Full, transitive pin set for requirements.txt + requirements-dev.txt on Python 3.11"; \
+	  echo "# (regenerate: make constraints). Plays the role of Airflow's constraints files."; \
+	  $(UV) pip freeze --python $(PY) | grep -v -E '^(uv|signalops)[= ]'; } > constraints.txt
+
+clean:  ## remove all local state (.signalops/); keeps .venv
+	rm -rf $(SIGNALOPS_STATE_DIR)

@@ -1,0 +1,228 @@
+"""One typed settings object: defaults < YAML file < SIGNALOPS_* environment variables.
+
+The YAML file is the one named by ``SIGNALOPS_CONFIG``, else ``signalops.yaml`` in the
+working directory when it exists. Environment variables use ``__`` for nesting:
+``SIGNALOPS_WAREHOUSE__URL=postgresql+psycopg2://...`` sets ``warehouse.url``; list values
+are comma separated (``SIGNALOPS_MARKET__SYMBOLS=AAA,BBB``).
+
+Loading has no side effects (no folders are created): callers that write create what they
+write. A bad setting raises :class:`ConfigError` naming the setting and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "SIGNALOPS_"
+CONFIG_ENV = "SIGNALOPS_CONFIG"
+DEFAULT_CONFIG_FILE = "signalops.yaml"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or out of range; the message names it and its source."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticSettings(_Section):
+    """The deterministic synthetic market (the embedded default source)."""
+
+    seed: int = 7
+    origin: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+    regime_bars: int = Field(864, gt=0, description="bars per regime (drift/volatility/AR)")
+    shift_at: datetime | None = Field(None, description="inject a distribution shift from here")
+    shift_volatility_factor: float = Field(2.5, gt=0)
+    shift_drift: float = Field(-2e-4, description="added log-return per bar after shift_at")
+    shift_volume_factor: float = Field(3.0, gt=0)
+
+    @field_validator("origin", "shift_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return _as_utc(value) if value is not None else None
+
+
+class MarketSettings(_Section):
+    source: Literal["synthetic", "csv", "parquet", "postgres"] = "synthetic"
+    symbols: tuple[str, ...] = ("BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD", "XRP-USD")
+    bar_minutes: int = Field(5, gt=0, le=1440)
+    path: str | None = Field(None, description="csv/parquet: a file, a directory or a glob")
+    postgres_url: str | None = None
+    postgres_table: str | None = None
+    postgres_query: str | None = Field(
+        None, description="SQL with :start and :end bind parameters (and optionally :symbols)"
+    )
+    synthetic: SyntheticSettings = SyntheticSettings()
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return tuple(s.strip() for s in value.split(",") if s.strip()) if isinstance(value, str) else value
+
+    @field_validator("symbols")
+    @classmethod
+    def _non_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one symbol is required")
+        if len(set(value)) != len(value):
+            raise ValueError(f"symbols repeat: {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> MarketSettings:
+        if self.source in ("csv", "parquet") and not self.path:
+            raise ValueError(f"market.path is required when market.source is {self.source!r}")
+        if self.source == "postgres":
+            if not self.postgres_url:
+                raise ValueError("market.postgres_url is required when market.source is 'postgres'")
+            if bool(self.postgres_table) == bool(self.postgres_query):
+                raise ValueError("set exactly one of market.postgres_table or market.postgres_query")
+        return self
+
+    @property
+    def bar(self) -> timedelta:
+        return timedelta(minutes=self.bar_minutes)
+
+
+class FeatureSettings(_Section):
+    feature_set_version: str = "v1"
+    horizon_bars: int = Field(12, gt=0, description="label: direction of the return over H bars")
+
+
+class WarehouseSettings(_Section):
+    url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under state_dir")
+
+
+class OnlineStoreSettings(_Section):
+    redis_url: str | None = Field(None, description="use Redis when set, else a warehouse table")
+    ttl_seconds: int = Field(7 * 24 * 3600, gt=0)
+    key_prefix: str = "signalops"
+
+
+class AlertSettings(_Section):
+    slack_webhook_url: str | None = None
+    slack_token: str | None = None
+    slack_channel: str = "#signalops-alerts"
+    slack_base_url: str | None = Field(None, description="override the Slack API base URL")
+
+
+class Settings(_Section):
+    state_dir: Path = Path(".signalops")
+    signal_name: str = "direction_1h"
+    market: MarketSettings = MarketSettings()
+    features: FeatureSettings = FeatureSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
+    online_store: OnlineStoreSettings = OnlineStoreSettings()
+    alerts: AlertSettings = AlertSettings()
+
+    @property
+    def warehouse_url(self) -> str:
+        return self.warehouse.url or f"sqlite:///{self.state_dir.resolve() / 'warehouse.db'}"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.state_dir / "lake"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.state_dir / "staging"
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, config_file: str | Path | None = None
+) -> Settings:
+    """Build the settings from defaults, the YAML file and the environment."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+
+    path = _config_path(env, config_file)
+    if path is not None:
+        file_values = _read_yaml(path)
+        _merge(merged, file_values, origins, f"file {path}")
+
+    env_values: dict[str, Any] = {}
+    env_origins: dict[tuple[str, ...], str] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        keys = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        node = env_values
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name} conflicts with another setting")
+        node[keys[-1]] = None if value == "" else value
+        env_origins[keys] = f"environment variable {name}"
+    _merge(merged, env_values, origins, "environment", env_origins)
+
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = tuple(str(part) for part in error["loc"])
+            source = _find_origin(origins, loc)
+            setting = ".".join(loc) or "(settings)"
+            got = f" (got {error['input']!r})" if loc and "input" in error else ""
+            lines.append(f"  {setting}: {error['msg']}{got} [from {source}]")
+        raise ConfigError("invalid signalops settings:\n" + "\n".join(lines)) from None
+
+
+def _config_path(env: Mapping[str, str], config_file: str | Path | None) -> Path | None:
+    if config_file is not None:
+        path = Path(config_file)
+    elif env.get(CONFIG_ENV):
+        path = Path(env[CONFIG_ENV])
+    else:
+        default = Path(DEFAULT_CONFIG_FILE)
+        return default if default.is_file() else None
+    if not path.is_file():
+        raise ConfigError(f"config file {path} (from {CONFIG_ENV} or argument) does not exist")
+    return path
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _merge(
+    into: dict[str, Any],
+    values: Mapping[str, Any],
+    origins: dict[tuple[str, ...], str],
+    source: str,
+    detailed: Mapping[tuple[str, ...], str] | None = None,
+    prefix: tuple[str, ...] = (),
+) -> None:
+    for key, value in values.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and isinstance(into.get(key, {}), dict):
+            _merge(into.setdefault(key, {}), value, origins, source, detailed, path)
+        else:
+            into[key] = value
+            origins[path] = (detailed or {}).get(path, source)
+
+
+def _find_origin(origins: Mapping[tuple[str, ...], str], loc: tuple[str, ...]) -> str:
+    for size in range(len(loc), 0, -1):
+        if loc[:size] in origins:
+            return origins[loc[:size]]
+    return "defaults"
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -1,0 +1,208 @@
+"""The warehouse database: one SQLAlchemy Core metadata declares every table.
+
+SQLite (embedded default) and PostgreSQL (production) behave the same. Timestamps are
+stored in UTC (``timestamptz`` on PostgreSQL, UTC text on SQLite) and come back as
+timezone-aware pandas timestamps. ``create_all`` is idempotent; every writer upserts on
+its table's key, so re-running a task for the same interval leaves the same rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from signalops.data.bars import BAR_COLUMNS, NUMERIC_COLUMNS, empty_bars
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+bars_table = sa.Table(
+    "bars",
+    metadata,
+    sa.Column("symbol", sa.String(64), primary_key=True),
+    sa.Column("ts", sa.DateTime(timezone=True), primary_key=True),
+    *(sa.Column(c, sa.Float(53), nullable=False) for c in NUMERIC_COLUMNS),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+online_features_table = sa.Table(
+    "online_features",
+    metadata,
+    sa.Column("feature_set_version", sa.String(32), primary_key=True),
+    sa.Column("symbol", sa.String(64), primary_key=True),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("features", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+UPSERT_CHUNK = 2_000
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    inserted: int
+    updated: int
+    unchanged: int
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated
+
+
+class Warehouse:
+    """A handle on the warehouse database (create one per task; it owns an engine)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def create_all(self) -> None:
+        metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dispose()
+
+    def insert(self, table: sa.Table) -> Any:
+        """A dialect-specific INSERT that supports ON CONFLICT."""
+        module = postgresql if self.dialect == "postgresql" else sqlite
+        if self.dialect not in ("postgresql", "sqlite"):
+            raise NotImplementedError(f"warehouse dialect {self.dialect!r} is not supported")
+        return module.insert(table)
+
+    # -- bars -------------------------------------------------------------------------------
+
+    def upsert_bars(self, bars: pd.DataFrame, source: str) -> UpsertResult:
+        """Insert new bars, overwrite changed ones (late corrections), leave equal ones alone.
+
+        Runs in one transaction: either the whole batch lands or nothing does.
+        """
+        if bars.empty:
+            return UpsertResult(0, 0, 0)
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            existing = self._read_bars(
+                conn, sorted(bars["symbol"].unique()), bars["ts"].min(), bars["ts"].max(), inclusive=True
+            )
+            merged = bars.merge(existing, on=["symbol", "ts"], how="left", suffixes=("", "_old"), indicator=True)
+            is_new = (merged["_merge"] == "left_only").to_numpy()
+            same = np.ones(len(merged), dtype=bool)
+            for c in NUMERIC_COLUMNS:
+                same &= merged[c].to_numpy() == merged[f"{c}_old"].to_numpy()
+            changed = ~is_new & ~same
+            todo = merged.loc[is_new | changed, list(BAR_COLUMNS)]
+            rows = _records(todo, source=source, ingested_at=now)
+            stmt = self.insert(bars_table)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["symbol", "ts"],
+                set_={c: stmt.excluded[c] for c in (*NUMERIC_COLUMNS, "source", "ingested_at")},
+            )
+            for i in range(0, len(rows), UPSERT_CHUNK):
+                conn.execute(stmt, rows[i : i + UPSERT_CHUNK])
+        result = UpsertResult(int(is_new.sum()), int(changed.sum()), int((~is_new & same).sum()))
+        log.info(
+            "bars upsert: %d inserted, %d updated (late corrections), %d unchanged",
+            result.inserted, result.updated, result.unchanged,
+        )
+        return result
+
+    def read_bars(
+        self, symbols: list[str] | None, start: datetime | None = None, end: datetime | None = None
+    ) -> pd.DataFrame:
+        """Bars with ``start <= ts < end`` (open bounds when None), sorted by symbol and ts."""
+        with self.engine.connect() as conn:
+            return self._read_bars(conn, symbols, start, end)
+
+    def _read_bars(
+        self,
+        conn: sa.Connection,
+        symbols: list[str] | None,
+        start: datetime | pd.Timestamp | None,
+        end: datetime | pd.Timestamp | None,
+        inclusive: bool = False,
+    ) -> pd.DataFrame:
+        t = bars_table
+        query = sa.select(*(t.c[c] for c in BAR_COLUMNS)).order_by(t.c.symbol, t.c.ts)
+        if symbols:
+            query = query.where(t.c.symbol.in_(list(symbols)))
+        if start is not None:
+            query = query.where(t.c.ts >= _utc(start))
+        if end is not None:
+            query = query.where(t.c.ts <= _utc(end) if inclusive else t.c.ts < _utc(end))
+        rows = conn.execute(query).all()
+        if not rows:
+            return empty_bars()
+        frame = pd.DataFrame(rows, columns=list(BAR_COLUMNS))
+        frame["ts"] = to_utc_series(frame["ts"])
+        for c in NUMERIC_COLUMNS:
+            frame[c] = frame[c].astype("float64")
+        return frame
+
+    def bar_stats(self) -> pd.DataFrame:
+        """Per symbol: number of bars, first and last ts."""
+        t = bars_table
+        query = (
+            sa.select(t.c.symbol, sa.func.count().label("bars"), sa.func.min(t.c.ts).label("first_ts"),
+                      sa.func.max(t.c.ts).label("last_ts"))
+            .group_by(t.c.symbol)
+            .order_by(t.c.symbol)
+        )
+        with self.engine.connect() as conn:
+            frame = pd.DataFrame(conn.execute(query).all(), columns=["symbol", "bars", "first_ts", "last_ts"])
+        for c in ("first_ts", "last_ts"):
+            frame[c] = to_utc_series(frame[c])
+        return frame
+
+    def last_bar_ts(self) -> pd.Timestamp | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.max(bars_table.c.ts))).scalar()
+        return None if value is None else to_utc_series(pd.Series([value])).iloc[0]
+
+
+def to_utc_series(values: pd.Series) -> pd.Series:
+    """Database timestamps (aware from PostgreSQL, naive UTC text from SQLite) to UTC."""
+    parsed = pd.to_datetime(values, utc=True, format="ISO8601")
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def _utc(value: datetime | pd.Timestamp) -> datetime:
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.to_pydatetime()
+
+
+def _records(frame: pd.DataFrame, **extra: Any) -> list[dict[str, Any]]:
+    out = frame.astype({"ts": "object"}).copy()
+    out["ts"] = [ts.to_pydatetime() for ts in frame["ts"]]
+    records: list[dict[str, Any]] = out.to_dict("records")
+    for record in records:
+        record.update(extra)
+    return records
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the Airflow UI and a running task read while another task writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
