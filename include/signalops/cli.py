@@ -1,0 +1,101 @@
+"""``signalops`` command line: the pipeline's jobs without Airflow, and a status summary.
+
+    python -m signalops.cli collect --start 2026-09-01 --end 2026-09-02
+    python -m signalops.cli features --start 2026-09-01 --end 2026-09-02 [--version v2]
+    python -m signalops.cli summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from signalops.config import ConfigError, Settings, load_settings
+
+
+def _summary(settings: Settings) -> dict[str, Any]:
+    from signalops.features.definitions import FEATURE_SETS
+    from signalops.features.offline_store import OfflineStore
+    from signalops.features.online_store import online_store_from_settings
+    from signalops.warehouse import Warehouse
+
+    with Warehouse(settings.warehouse_url) as warehouse:
+        warehouse.create_all()
+        stats = warehouse.bar_stats()
+    store = OfflineStore(settings.lake_dir)
+    offline = {}
+    for version in FEATURE_SETS:
+        files = store.files(version)
+        if files:
+            frame = store.read(version, columns=["label_up"])
+            offline[version] = {
+                "files": len(files),
+                "rows": len(frame),
+                "labeled_rows": int(frame["label_up"].notna().sum()),
+                "first_ts": frame["ts"].min().isoformat(),
+                "last_ts": frame["ts"].max().isoformat(),
+                "path": str(store.version_dir(version)),
+            }
+    online = online_store_from_settings(settings)
+    try:
+        vectors = {v: online.read(v, list(settings.market.symbols)) for v in offline}
+    finally:
+        online.close()
+    return {
+        "state_dir": str(settings.state_dir.resolve()),
+        "warehouse": settings.warehouse_url.split("@")[-1],
+        "bars": {
+            r.symbol: {"bars": int(r.bars), "first_ts": r.first_ts.isoformat(), "last_ts": r.last_ts.isoformat()}
+            for r in stats.itertuples()
+        },
+        "offline_features": offline,
+        "online_features": {
+            v: {s: {"ts": fv.ts.isoformat(), "n_features": len(fv.values)} for s, fv in vecs.items()}
+            for v, vecs in vectors.items()
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="signalops", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    collect = sub.add_parser("collect", help="collect bars for [start, end) into the warehouse")
+    features = sub.add_parser("features", help="build offline + online features for [start, end)")
+    for p in (collect, features):
+        p.add_argument("--start", required=True)
+        p.add_argument("--end", required=True)
+    features.add_argument("--version", default=None, help="feature-set version (default: configured)")
+    sub.add_parser("summary", help="print what the warehouse and feature stores hold (JSON)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+    from signalops.windows import resolve_window
+
+    if args.command == "summary":
+        print(json.dumps(_summary(settings), indent=2))
+        return 0
+    start, end = resolve_window(args.start, args.end, what=args.command)
+    if args.command == "collect":
+        from signalops.data.collect import extract_bars, load_bars
+
+        staged = extract_bars(settings, start, end)
+        print(json.dumps(load_bars(settings, staged.path, staged.source)))
+    else:
+        from signalops.features.pipeline import build_features, publish_online
+
+        built = build_features(settings, start, end, args.version)
+        print(json.dumps({"offline": built.as_dict(), "online": publish_online(settings, built.feature_set_version)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
