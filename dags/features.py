@@ -25,7 +25,7 @@ from typing import Any
 from airflow.sdk import Param, dag, task
 
 from signalops.assets import BARS, FEATURES
-from signalops.dag_defaults import DEFAULT_ARGS, START_DATE
+from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
 from signalops.features.definitions import FEATURE_SETS
 
 
@@ -70,15 +70,16 @@ def features() -> None:
         from signalops.features.pipeline import default_feature_window
         from signalops.windows import resolve_window, window_from_extras
 
-        if params["start"] or params["end"]:
-            start, end = resolve_window(params["start"], params["end"], what="features params")
-        else:
-            events = [e for evs in (triggering_asset_events or {}).values() for e in evs]
-            window = window_from_extras([e.extra or {} for e in events])
-            window = window or default_feature_window(load_settings())
-            if window is None:
-                raise AirflowSkipException("the warehouse has no bars yet: run market_data first")
-            start, end = window
+        with task_errors():
+            if params["start"] or params["end"]:
+                start, end = resolve_window(params["start"], params["end"], what="features params")
+            else:
+                events = [e for evs in (triggering_asset_events or {}).values() for e in evs]
+                window = window_from_extras([e.extra or {} for e in events])
+                window = window or default_feature_window(load_settings())
+                if window is None:
+                    raise AirflowSkipException("the warehouse has no bars yet: run market_data first")
+                start, end = window
         return {"start": start.isoformat(), "end": end.isoformat(), "version": params["feature_set_version"]}
 
     @task(outlets=[FEATURES])
@@ -88,10 +89,11 @@ def features() -> None:
         from signalops.features.pipeline import build_features
         from signalops.windows import parse_ts
 
-        result = build_features(
-            load_settings(), parse_ts(window["start"], "start"), parse_ts(window["end"], "end"),
-            window["version"],
-        ).as_dict()
+        with task_errors():
+            result = build_features(
+                load_settings(), parse_ts(window["start"], "start"), parse_ts(window["end"], "end"),
+                window["version"],
+            ).as_dict()
         outlet_events[FEATURES].extra = result
         return result
 
@@ -101,7 +103,8 @@ def features() -> None:
         from signalops.config import load_settings
         from signalops.features.pipeline import publish_online as publish
 
-        return publish(load_settings(), built["feature_set_version"])
+        with task_errors():
+            return publish(load_settings(), built["feature_set_version"])
 
     publish_online(compute_offline(plan_window()))
 

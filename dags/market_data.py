@@ -23,7 +23,7 @@ from typing import Any
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from signalops.assets import BARS
-from signalops.dag_defaults import DEFAULT_ARGS, START_DATE
+from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
 
 
 @dag(
@@ -65,10 +65,11 @@ def market_data() -> None:
         from signalops.data.collect import extract_bars
         from signalops.windows import resolve_window
 
-        start, end = resolve_window(
-            params["start"], params["end"], data_interval_start, data_interval_end, "market_data"
-        )
-        return extract_bars(load_settings(), start, end, params["symbols"] or None).as_dict()
+        with task_errors():
+            start, end = resolve_window(
+                params["start"], params["end"], data_interval_start, data_interval_end, "market_data"
+            )
+            return extract_bars(load_settings(), start, end, params["symbols"] or None).as_dict()
 
     @task(outlets=[BARS])
     def load(staged: dict, outlet_events: Any = None) -> dict:
@@ -80,7 +81,8 @@ def market_data() -> None:
 
         if staged["rows"] == 0:
             raise AirflowSkipException(f"no bars in {staged['start']} .. {staged['end']}")
-        result = load_bars(load_settings(), staged["path"], staged["source"])
+        with task_errors():
+            result = load_bars(load_settings(), staged["path"], staged["source"])
         outlet_events[BARS].extra = {"start": staged["start"], "end": staged["end"], **result}
         return result
 

@@ -20,12 +20,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from signalops.errors import BadInputError
+
 ENV_PREFIX = "SIGNALOPS_"
 CONFIG_ENV = "SIGNALOPS_CONFIG"
 DEFAULT_CONFIG_FILE = "signalops.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInputError):
     """A setting is missing, malformed or out of range; the message names it and its source."""
 
 

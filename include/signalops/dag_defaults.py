@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,3 +48,16 @@ DEFAULT_ARGS: dict[str, Any] = {
     "max_retry_delay": timedelta(minutes=10),
     "on_failure_callback": notify_failure,
 }
+
+
+@contextmanager
+def task_errors() -> Iterator[None]:
+    """Inside a task: bad input fails at once (no retries); anything else may be retried."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from signalops.errors import BadInputError
+
+    try:
+        yield
+    except BadInputError as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc

@@ -8,8 +8,10 @@ from typing import Any
 
 import pandas as pd
 
+from signalops.errors import BadInputError
 
-class WindowError(ValueError):
+
+class WindowError(BadInputError):
     """A window parameter is unparsable, or start is not before end."""
 
 

@@ -14,13 +14,15 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from signalops.errors import BadInputError
+
 BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 NUMERIC_COLUMNS = (*PRICE_COLUMNS, "volume")
 MAX_EXAMPLES = 5
 
 
-class BarValidationError(ValueError):
+class BarValidationError(BadInputError):
     """A batch of bars is invalid; ``problems`` lists every problem found, each with its place."""
 
     def __init__(self, source: str, problems: list[str]):

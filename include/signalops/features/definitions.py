@@ -12,13 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from signalops.errors import BadInputError
+
 EMA_WARMUP = 400
 LABEL_PREFIX = "label_"
 LABEL_UP = "label_up"
 LABEL_RETURN = "label_return"
 
 
-class UnknownFeatureSetError(KeyError):
+class UnknownFeatureSetError(BadInputError):
     """A feature-set version that is not declared here."""
 
 
