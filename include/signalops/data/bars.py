@@ -123,14 +123,10 @@ def validate_bars(
 
 
 def _parse_ts(values: pd.Series) -> pd.Series:
+    """ISO-8601 text or datetimes to UTC; naive values are taken as UTC, offsets converted."""
     if pd.api.types.is_datetime64_any_dtype(values):
-        parsed = values
-    else:
-        parsed = pd.to_datetime(values, errors="coerce", utc=False, format="ISO8601")
-    parsed = pd.Series(parsed, index=values.index)
-    if getattr(parsed.dt, "tz", None) is None:
-        return parsed.dt.tz_localize("UTC")
-    return parsed.dt.tz_convert("UTC")
+        return pd.to_datetime(values, utc=True)
+    return pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
 
 
 def find_gaps(
