@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -52,9 +53,9 @@ def bars(synthetic: SyntheticSource) -> pd.DataFrame:
     return synthetic.fetch(ORIGIN, ORIGIN + timedelta(days=4))
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session; its SQLAlchemy URL."""
+@contextmanager
+def fresh_pg_database(prefix: str = "signalops_test") -> Iterator[str]:
+    """Create a new PostgreSQL database, yield its SQLAlchemy URL, drop it afterwards."""
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -65,7 +66,7 @@ def pg_database() -> Iterator[str]:
             "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
             pytrace=False,
         )
-    name = f"signalops_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
@@ -75,6 +76,13 @@ def pg_database() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session; its SQLAlchemy URL."""
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -109,6 +109,12 @@ class OnlineStoreSettings(_Section):
     key_prefix: str = "signalops"
 
 
+class MlflowSettings(_Section):
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking server; default: SQLite store under state_dir"
+    )
+
+
 class AlertSettings(_Section):
     slack_webhook_url: str | None = None
     slack_token: str | None = None
@@ -123,6 +129,7 @@ class Settings(_Section):
     features: FeatureSettings = FeatureSettings()
     warehouse: WarehouseSettings = WarehouseSettings()
     online_store: OnlineStoreSettings = OnlineStoreSettings()
+    mlflow: MlflowSettings = MlflowSettings()
     alerts: AlertSettings = AlertSettings()
 
     @property
@@ -223,7 +230,9 @@ def _find_origin(origins: Mapping[tuple[str, ...], str], loc: tuple[str, ...]) -
     for size in range(len(loc), 0, -1):
         if loc[:size] in origins:
             return origins[loc[:size]]
-    return "defaults"
+    # An error on a whole section (e.g. an unknown one) names what set its keys.
+    below = sorted({source for key, source in origins.items() if key[: len(loc)] == loc})
+    return ", ".join(below) if below else "defaults"
 
 
 def _as_utc(value: datetime) -> datetime:

@@ -49,6 +49,7 @@ def test_env_list_is_comma_separated(tmp_path: Path, monkeypatch: pytest.MonkeyP
         ({"SIGNALOPS_MARKET__SOURCE": "csv"}, ["market.path is required"]),
         ({"SIGNALOPS_WAREHOUSE__URLL": "x"}, ["warehouse.urll", "Extra inputs"]),
         ({"SIGNALOPS_MARKET__SYMBOLS": "A,A"}, ["market.symbols", "repeat"]),
+        ({"SIGNALOPS_NOPE__X": "1"}, ["nope: Extra inputs", "environment variable SIGNALOPS_NOPE__X"]),
         (
             {"SIGNALOPS_MARKET__SOURCE": "postgres", "SIGNALOPS_MARKET__POSTGRES_URL": "postgresql://x/y"},
             ["exactly one of market.postgres_table or market.postgres_query"],
