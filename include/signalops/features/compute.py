@@ -140,28 +140,31 @@ def compute_features(bars: pd.DataFrame, feature_set: FeatureSet, horizon_bars: 
     if missing:
         raise KeyError(f"feature set {feature_set.version} declares features with no function: {missing}")
     ordered = bars.sort_values(["symbol", "ts"], kind="stable")
-    out = []
-    for symbol, group in ordered.groupby("symbol", sort=True):
-        if len(group) <= feature_set.warmup:
-            continue
+    warmup = feature_set.warmup
+    columns = [*feature_set.names, LABEL_RETURN, LABEL_UP]
+    groups = [(sym, g) for sym, g in ordered.groupby("symbol", sort=True) if len(g) > warmup]
+    if not groups:
+        return empty_features(feature_set)
+    # One float block for every symbol, filled in place: no per-symbol frames to concatenate.
+    sizes = [len(g) - warmup for _, g in groups]
+    values = np.empty((sum(sizes), len(columns)), dtype="float64")
+    stamps = np.empty(sum(sizes), dtype="datetime64[ns]")
+    row = 0
+    for (_, group), size in zip(groups, sizes, strict=True):
         s = _Symbol(group)
-        columns: dict[str, np.ndarray] = {}
-        for name in feature_set.names:
-            columns[name] = np.asarray(FEATURE_FUNCTIONS[name](s), dtype="float64")
+        block = values[row : row + size]
+        for j, name in enumerate(feature_set.names):
+            block[:, j] = np.asarray(FEATURE_FUNCTIONS[name](s), dtype="float64")[warmup:]
         future = np.full(len(group), np.nan)
         future[:-horizon_bars] = s.close[horizon_bars:]
-        label_return = np.log(future / s.close)
-        columns[LABEL_RETURN] = label_return
-        columns[LABEL_UP] = np.where(np.isnan(label_return), np.nan, (label_return > 0).astype("float64"))
-        keep = slice(feature_set.warmup, None)
-        frame = pd.DataFrame({k: v[keep] for k, v in columns.items()})
-        frame.insert(0, "ts", group["ts"].to_numpy()[keep])
-        frame.insert(0, "symbol", symbol)
-        out.append(frame)
-    if not out:
-        return empty_features(feature_set)
-    result = pd.concat(out, ignore_index=True)
-    result["ts"] = result["ts"].astype("datetime64[ns, UTC]")
+        label_return = np.log(future / s.close)[warmup:]
+        block[:, -2] = label_return
+        block[:, -1] = np.where(np.isnan(label_return), np.nan, label_return > 0)
+        stamps[row : row + size] = group["ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()[warmup:]
+        row += size
+    result = pd.DataFrame(values, columns=columns)
+    result.insert(0, "ts", pd.DatetimeIndex(stamps).tz_localize("UTC"))
+    result.insert(0, "symbol", np.repeat(np.array([sym for sym, _ in groups], dtype=object), sizes))
     return result
 
 
