@@ -78,9 +78,20 @@ def main() -> None:
     runs = []
     for i in range(args.repeats):
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", "--bars", str(args.bars), "--symbols",
-             str(args.symbols), "--version", args.version],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "--bars",
+                str(args.bars),
+                "--symbols",
+                str(args.symbols),
+                "--version",
+                args.version,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         run = json.loads(proc.stdout.strip().splitlines()[-1])
         runs.append(run)
@@ -92,10 +103,14 @@ def main() -> None:
         f"features {args.version}: {first['bars']:,} bars x {first['features']} features "
         f"({args.symbols} symbols) -> {first['rows_out']:,} rows, median of {args.repeats}"
     )
-    print(f"  time      {seconds:6.2f} s   {first['bars'] / seconds:12,.0f} bars/s   "
-          f"ratio to anchor {ANCHOR_SECONDS:.0f} s: {seconds / ANCHOR_SECONDS:.3f}")
-    print(f"  peak RSS  {peak:6.0f} MB   (before compute {first['rss_before_mb']:.0f} MB)   "
-          f"ratio to anchor {ANCHOR_PEAK_MB:.0f} MB: {peak / ANCHOR_PEAK_MB:.3f}")
+    print(
+        f"  time      {seconds:6.2f} s   {first['bars'] / seconds:12,.0f} bars/s   "
+        f"ratio to anchor {ANCHOR_SECONDS:.0f} s: {seconds / ANCHOR_SECONDS:.3f}"
+    )
+    print(
+        f"  peak RSS  {peak:6.0f} MB   (before compute {first['rss_before_mb']:.0f} MB)   "
+        f"ratio to anchor {ANCHOR_PEAK_MB:.0f} MB: {peak / ANCHOR_PEAK_MB:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -78,9 +78,15 @@ def features() -> None:
                 window = window_from_extras([e.extra or {} for e in events])
                 window = window or default_feature_window(load_settings())
                 if window is None:
-                    raise AirflowSkipException("the warehouse has no bars yet: run market_data first")
+                    raise AirflowSkipException(
+                        "the warehouse has no bars yet: run market_data first"
+                    )
                 start, end = window
-        return {"start": start.isoformat(), "end": end.isoformat(), "version": params["feature_set_version"]}
+        return {
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "version": params["feature_set_version"],
+        }
 
     @task(outlets=[FEATURES])
     def compute_offline(window: dict, outlet_events: Any = None) -> dict:
@@ -91,7 +97,9 @@ def features() -> None:
 
         with task_errors():
             result = build_features(
-                load_settings(), parse_ts(window["start"], "start"), parse_ts(window["end"], "end"),
+                load_settings(),
+                parse_ts(window["start"], "start"),
+                parse_ts(window["end"], "end"),
                 window["version"],
             ).as_dict()
         outlet_events[FEATURES].extra = result

@@ -59,7 +59,9 @@ from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
 )
 def market_data() -> None:
     @task
-    def extract(params: Any = None, data_interval_start: Any = None, data_interval_end: Any = None) -> dict:
+    def extract(
+        params: Any = None, data_interval_start: Any = None, data_interval_end: Any = None
+    ) -> dict:
         """Fetch + validate the window into a staging Parquet file; return its path."""
         from signalops.config import load_settings
         from signalops.data.collect import extract_bars
@@ -67,7 +69,11 @@ def market_data() -> None:
 
         with task_errors():
             start, end = resolve_window(
-                params["start"], params["end"], data_interval_start, data_interval_end, "market_data"
+                params["start"],
+                params["end"],
+                data_interval_start,
+                data_interval_end,
+                "market_data",
             )
             return extract_bars(load_settings(), start, end, params["symbols"] or None).as_dict()
 

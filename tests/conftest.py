@@ -105,8 +105,8 @@ def redis_url() -> Iterator[str]:
         client.ping()
     except redis.exceptions.ConnectionError as exc:
         pytest.fail(
-            f"Redis is not reachable at {REDIS_URL} ({exc}). Start it: redis-server --daemonize yes "
-            '--bind 127.0.0.1 --port 6379 --save "" --appendonly no',
+            f"Redis is not reachable at {REDIS_URL} ({exc}). Start it: "
+            'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no',
             pytrace=False,
         )
     client.close()

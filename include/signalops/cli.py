@@ -1,8 +1,8 @@
 """``signalops`` command line: the pipeline's jobs without Airflow, and a status summary.
 
-    python -m signalops.cli collect --start 2026-09-01 --end 2026-09-02
-    python -m signalops.cli features --start 2026-09-01 --end 2026-09-02 [--version v2]
-    python -m signalops.cli summary
+python -m signalops.cli collect --start 2026-09-01 --end 2026-09-02
+python -m signalops.cli features --start 2026-09-01 --end 2026-09-02 [--version v2]
+python -m signalops.cli summary
 """
 
 from __future__ import annotations
@@ -48,12 +48,18 @@ def _summary(settings: Settings) -> dict[str, Any]:
         "state_dir": str(settings.state_dir.resolve()),
         "warehouse": settings.warehouse_url.split("@")[-1],
         "bars": {
-            r.symbol: {"bars": int(r.bars), "first_ts": r.first_ts.isoformat(), "last_ts": r.last_ts.isoformat()}
+            r.symbol: {
+                "bars": int(r.bars),
+                "first_ts": r.first_ts.isoformat(),
+                "last_ts": r.last_ts.isoformat(),
+            }
             for r in stats.itertuples()
         },
         "offline_features": offline,
         "online_features": {
-            v: {s: {"ts": fv.ts.isoformat(), "n_features": len(fv.values)} for s, fv in vecs.items()}
+            v: {
+                s: {"ts": fv.ts.isoformat(), "n_features": len(fv.values)} for s, fv in vecs.items()
+            }
             for v, vecs in vectors.items()
         },
     }
@@ -67,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     for p in (collect, features):
         p.add_argument("--start", required=True)
         p.add_argument("--end", required=True)
-    features.add_argument("--version", default=None, help="feature-set version (default: configured)")
+    features.add_argument(
+        "--version", default=None, help="feature-set version (default: configured)"
+    )
     sub.add_parser("summary", help="print what the warehouse and feature stores hold (JSON)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -93,7 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         from signalops.features.pipeline import build_features, publish_online
 
         built = build_features(settings, start, end, args.version)
-        print(json.dumps({"offline": built.as_dict(), "online": publish_online(settings, built.feature_set_version)}))
+        print(
+            json.dumps(
+                {
+                    "offline": built.as_dict(),
+                    "online": publish_online(settings, built.feature_set_version),
+                }
+            )
+        )
     return 0
 
 

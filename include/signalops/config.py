@@ -67,7 +67,11 @@ class MarketSettings(_Section):
     @field_validator("symbols", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
-        return tuple(s.strip() for s in value.split(",") if s.strip()) if isinstance(value, str) else value
+        return (
+            tuple(s.strip() for s in value.split(",") if s.strip())
+            if isinstance(value, str)
+            else value
+        )
 
     @field_validator("symbols")
     @classmethod
@@ -86,7 +90,9 @@ class MarketSettings(_Section):
             if not self.postgres_url:
                 raise ValueError("market.postgres_url is required when market.source is 'postgres'")
             if bool(self.postgres_table) == bool(self.postgres_query):
-                raise ValueError("set exactly one of market.postgres_table or market.postgres_query")
+                raise ValueError(
+                    "set exactly one of market.postgres_table or market.postgres_query"
+                )
         return self
 
     @property

@@ -106,9 +106,15 @@ class Warehouse:
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
             existing = self._read_bars(
-                conn, sorted(bars["symbol"].unique()), bars["ts"].min(), bars["ts"].max(), inclusive=True
+                conn,
+                sorted(bars["symbol"].unique()),
+                bars["ts"].min(),
+                bars["ts"].max(),
+                inclusive=True,
             )
-            merged = bars.merge(existing, on=["symbol", "ts"], how="left", suffixes=("", "_old"), indicator=True)
+            merged = bars.merge(
+                existing, on=["symbol", "ts"], how="left", suffixes=("", "_old"), indicator=True
+            )
             is_new = (merged["_merge"] == "left_only").to_numpy()
             same = np.ones(len(merged), dtype=bool)
             for c in NUMERIC_COLUMNS:
@@ -126,7 +132,9 @@ class Warehouse:
         result = UpsertResult(int(is_new.sum()), int(changed.sum()), int((~is_new & same).sum()))
         log.info(
             "bars upsert: %d inserted, %d updated (late corrections), %d unchanged",
-            result.inserted, result.updated, result.unchanged,
+            result.inserted,
+            result.updated,
+            result.unchanged,
         )
         return result
 
@@ -166,13 +174,19 @@ class Warehouse:
         """Per symbol: number of bars, first and last ts."""
         t = bars_table
         query = (
-            sa.select(t.c.symbol, sa.func.count().label("bars"), sa.func.min(t.c.ts).label("first_ts"),
-                      sa.func.max(t.c.ts).label("last_ts"))
+            sa.select(
+                t.c.symbol,
+                sa.func.count().label("bars"),
+                sa.func.min(t.c.ts).label("first_ts"),
+                sa.func.max(t.c.ts).label("last_ts"),
+            )
             .group_by(t.c.symbol)
             .order_by(t.c.symbol)
         )
         with self.engine.connect() as conn:
-            frame = pd.DataFrame(conn.execute(query).all(), columns=["symbol", "bars", "first_ts", "last_ts"])
+            frame = pd.DataFrame(
+                conn.execute(query).all(), columns=["symbol", "bars", "first_ts", "last_ts"]
+            )
         for c in ("first_ts", "last_ts"):
             frame[c] = to_utc_series(frame[c])
         return frame

@@ -34,7 +34,9 @@ def resolve_window(
     start = start if start not in (None, "") else default_start
     end = end if end not in (None, "") else default_end
     if start is None or end is None:
-        raise WindowError(f"{what}: both start and end are needed (got start={start!r}, end={end!r})")
+        raise WindowError(
+            f"{what}: both start and end are needed (got start={start!r}, end={end!r})"
+        )
     s, e = parse_ts(start, f"{what} start"), parse_ts(end, f"{what} end")
     if s >= e:
         raise WindowError(f"{what}: start {s.isoformat()} is not before end {e.isoformat()}")

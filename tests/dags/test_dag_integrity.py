@@ -13,8 +13,21 @@ from airflow.dag_processing.dagbag import DagBag
 REPO = Path(__file__).resolve().parents[2]
 DAGS_DIR = REPO / "dags"
 EXPECTED = {"market_data", "features"}
-HEAVY = ("pandas", "numpy", "pyarrow", "scipy", "xgboost", "mlflow", "great_expectations",
-         "evidently", "onnxruntime", "redis", "psycopg2", "slack_sdk", "sklearn")
+HEAVY = (
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "scipy",
+    "xgboost",
+    "mlflow",
+    "great_expectations",
+    "evidently",
+    "onnxruntime",
+    "redis",
+    "psycopg2",
+    "slack_sdk",
+    "sklearn",
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +37,7 @@ def dagbag() -> DagBag:
 
 def test_no_import_errors(dagbag: DagBag) -> None:
     assert dagbag.import_errors == {}
-    assert EXPECTED <= set(dagbag.dag_ids)
+    assert set(dagbag.dag_ids) >= EXPECTED
 
 
 def test_conventions(dagbag: DagBag) -> None:
@@ -33,7 +46,9 @@ def test_conventions(dagbag: DagBag) -> None:
         assert dag.doc_md and len(dag.doc_md.strip()) > 100, f"{where}: needs a Markdown doc"
         assert "signalops" in dag.tags and len(dag.tags) >= 2, f"{where}: tags"
         assert dag.catchup is False, f"{where}: catchup must be off"
-        assert dag.start_date is not None and dag.start_date.tzinfo is not None, f"{where}: aware start_date"
+        assert dag.start_date is not None and dag.start_date.tzinfo is not None, (
+            f"{where}: aware start_date"
+        )
         assert dag.max_consecutive_failed_dag_runs > 0, f"{where}: auto-pause after failures"
         for name, param in dag.params.items():
             assert param.description, f"{where}: param {name} needs a description"
@@ -43,7 +58,11 @@ def test_conventions(dagbag: DagBag) -> None:
             assert task.retries >= 2, f"{at}: retries"
             assert task.retry_delay.total_seconds() > 0, f"{at}: retry_delay"
             assert task.on_failure_callback, f"{at}: failure notification"
-            assert task.doc_md or task.doc or (task.python_callable.__doc__ if hasattr(task, "python_callable") else None), f"{at}: docstring"
+            assert (
+                task.doc_md
+                or task.doc
+                or (task.python_callable.__doc__ if hasattr(task, "python_callable") else None)
+            ), f"{at}: docstring"
 
 
 _PROBE = r"""
@@ -72,7 +91,13 @@ print(json.dumps({"new_modules": sorted(set(sys.modules) - before), "calls": cal
 def test_parsing_does_no_work() -> None:
     """Parsing imports no heavy library, opens no connection and reads no settings."""
     files = sorted(str(p) for p in DAGS_DIR.glob("*.py"))
-    proc = subprocess.run([sys.executable, "-c", _PROBE, *files], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["calls"] == []

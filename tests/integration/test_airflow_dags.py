@@ -39,14 +39,25 @@ class AirflowStack:
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [AIRFLOW, *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=600
+            [AIRFLOW, *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
         )
         if check and proc.returncode != 0:
-            pytest.fail(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+            output = f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            pytest.fail(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{output}")
         return proc
 
-    def dags_test(self, dag_id: str, logical_date: str, conf: dict | None = None, check: bool = True):
-        return self.run("dags", "test", dag_id, logical_date, "-c", json.dumps(conf or {}), check=check)
+    def dags_test(
+        self, dag_id: str, logical_date: str, conf: dict | None = None, check: bool = True
+    ):
+        return self.run(
+            "dags", "test", dag_id, logical_date, "-c", json.dumps(conf or {}), check=check
+        )
 
     def counts(self) -> dict[str, int]:
         settings = load_settings(env=self.env)
@@ -97,7 +108,9 @@ def _stack(tmp: Path, metadata_url: str, warehouse_url: str | None) -> AirflowSt
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AirflowStack]:
     tmp = tmp_path_factory.mktemp(f"airflow-{request.param}")
     if request.param == "sqlite":
         yield _stack(tmp, f"sqlite:///{tmp / 'airflow.db'}", None)
@@ -126,7 +139,9 @@ def test_collect_then_features_twice_gives_identical_rows(stack: AirflowStack) -
     # The scheduled hourly run collects its data interval [END, END + 1h) only.
     hourly = stack.dags_test("market_data", "2026-01-04T01:00:00+00:00")
     assert "2026-01-04T00:00:00+00:00 .. 2026-01-04T01:00:00+00:00" in hourly.stdout + hourly.stderr
-    stack.dags_test("features", "2026-01-04T01:00:00+00:00", {"start": END, "end": "2026-01-04T01:00:00+00:00"})
+    stack.dags_test(
+        "features", "2026-01-04T01:00:00+00:00", {"start": END, "end": "2026-01-04T01:00:00+00:00"}
+    )
     after = stack.counts()
     assert after["bars"] == first["bars"] + 2 * 12
     assert after["offline_rows"] == first["offline_rows"] + 2 * 12

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.integration
 V1 = get_feature_set("v1")
 
 
-def test_write_read_ttl_and_version_in_key(redis_url: str, redis_prefix: str, bars: pd.DataFrame) -> None:
+def test_write_read_ttl_and_version_in_key(
+    redis_url: str, redis_prefix: str, bars: pd.DataFrame
+) -> None:
     features = compute_features(bars, V1, 12)
     store = RedisOnlineStore(redis_url, ttl_seconds=120, key_prefix=redis_prefix)
     newest = features.groupby("symbol").tail(1)
@@ -39,18 +41,25 @@ def test_write_read_ttl_and_version_in_key(redis_url: str, redis_prefix: str, ba
     store.close()
 
 
-def test_older_vector_never_replaces_newer(redis_url: str, redis_prefix: str, bars: pd.DataFrame) -> None:
+def test_older_vector_never_replaces_newer(
+    redis_url: str, redis_prefix: str, bars: pd.DataFrame
+) -> None:
     features = compute_features(bars, V1, 12)
     store = RedisOnlineStore(redis_url, ttl_seconds=600, key_prefix=redis_prefix)
     newest, older = features.groupby("symbol").tail(1), features.groupby("symbol").nth(-5)
     store.write("v1", newest, V1.names)
     assert store.write("v1", older, V1.names) == 0
-    assert store.read("v1", ["AAA"])["AAA"].ts == newest[newest.symbol == "AAA"].ts.iloc[0].to_pydatetime()
+    assert (
+        store.read("v1", ["AAA"])["AAA"].ts
+        == newest[newest.symbol == "AAA"].ts.iloc[0].to_pydatetime()
+    )
     assert store.write("v1", newest, V1.names) == 2  # same bar again: idempotent overwrite
     store.close()
 
 
-def test_pipeline_publishes_to_redis_when_configured(tmp_path, redis_url, redis_prefix, synthetic) -> None:
+def test_pipeline_publishes_to_redis_when_configured(
+    tmp_path, redis_url, redis_prefix, synthetic
+) -> None:
     settings = make_settings(
         tmp_path,
         SIGNALOPS_MARKET__SYMBOLS="AAA,BBB",

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from signalops.data.sources import PostgresSource, SourceError
 from signalops.data.bars import BarValidationError
+from signalops.data.sources import PostgresSource, SourceError
 from signalops.warehouse import UpsertResult, Warehouse
 
 pytestmark = pytest.mark.integration
@@ -17,7 +17,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
-    url = f"sqlite:///{tmp_path / 'wh.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    url = (
+        f"sqlite:///{tmp_path / 'wh.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
     wh = Warehouse(url)
     wh.create_all()
     wh.create_all()  # idempotent
@@ -25,7 +29,9 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
     wh.dispose()
 
 
-def test_upsert_is_idempotent_and_applies_late_corrections(warehouse: Warehouse, bars: pd.DataFrame) -> None:
+def test_upsert_is_idempotent_and_applies_late_corrections(
+    warehouse: Warehouse, bars: pd.DataFrame
+) -> None:
     assert warehouse.upsert_bars(bars, "synthetic") == UpsertResult(len(bars), 0, 0)
     assert warehouse.upsert_bars(bars, "synthetic") == UpsertResult(0, 0, len(bars))
     corrected = bars.copy()
@@ -34,7 +40,9 @@ def test_upsert_is_idempotent_and_applies_late_corrections(warehouse: Warehouse,
     assert warehouse.upsert_bars(corrected, "synthetic") == UpsertResult(0, 2, len(bars) - 2)
     back = warehouse.read_bars(None)
     assert len(back) == len(bars)
-    pd.testing.assert_frame_equal(back, corrected.sort_values(["symbol", "ts"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        back, corrected.sort_values(["symbol", "ts"]).reset_index(drop=True)
+    )
 
 
 def test_read_window_and_stats(warehouse: Warehouse, bars: pd.DataFrame) -> None:
@@ -47,7 +55,9 @@ def test_read_window_and_stats(warehouse: Warehouse, bars: pd.DataFrame) -> None
     assert warehouse.last_bar_ts() == bars.ts.max()
 
 
-def test_a_failing_batch_writes_nothing(warehouse: Warehouse, bars: pd.DataFrame, monkeypatch) -> None:
+def test_a_failing_batch_writes_nothing(
+    warehouse: Warehouse, bars: pd.DataFrame, monkeypatch
+) -> None:
     """Chunks share one transaction: a failure in a later chunk rolls back the earlier ones."""
     monkeypatch.setattr("signalops.warehouse.UPSERT_CHUNK", 100)
     broken = bars.head(300).copy()
@@ -69,11 +79,16 @@ def test_postgres_source_table_and_query(pg_url: str, bars: pd.DataFrame) -> Non
     assert set(by_query.symbol) == {"BBB"} and len(by_query) == 30
 
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE vendor_bars SET volume = -1 WHERE symbol = 'AAA' AND ts = :t"), {"t": start})
+        conn.execute(
+            sa.text("UPDATE vendor_bars SET volume = -1 WHERE symbol = 'AAA' AND ts = :t"),
+            {"t": start},
+        )
     with pytest.raises(BarValidationError, match=r"negative volume at result row 1"):
         PostgresSource(pg_url, table="vendor_bars").fetch(start, end)
     with pytest.raises(SourceError, match="not a table name"):
         PostgresSource(pg_url, table="bars; DROP TABLE x").fetch(start, end)
     with pytest.raises(SourceError, match=":end"):
-        PostgresSource(pg_url, query="SELECT * FROM vendor_bars WHERE ts >= :start").fetch(start, end)
+        PostgresSource(pg_url, query="SELECT * FROM vendor_bars WHERE ts >= :start").fetch(
+            start, end
+        )
     engine.dispose()

@@ -8,12 +8,20 @@ from signalops.alerts import Alert, AlertError, send_alert
 from signalops.config import AlertSettings
 from tests.slack_recorder import slack_recorder
 
-ALERT = Alert("market_data.extract failed", "BarValidationError: line 3", "error", {"run": "r1"}, "http://x/log")
+ALERT = Alert(
+    "market_data.extract failed",
+    "BarValidationError: line 3",
+    "error",
+    {"run": "r1"},
+    "http://x/log",
+)
 
 
 def test_bot_token_posts_to_chat_post_message() -> None:
     with slack_recorder() as slack:
-        cfg = AlertSettings(slack_token="xoxb-test", slack_channel="#alerts", slack_base_url=slack.url + "/api/")
+        cfg = AlertSettings(
+            slack_token="xoxb-test", slack_channel="#alerts", slack_base_url=slack.url + "/api/"
+        )
         assert send_alert(ALERT, cfg) == "slack-bot"
     [req] = slack.requests
     assert req.path == "/api/chat.postMessage"
@@ -25,7 +33,10 @@ def test_bot_token_posts_to_chat_post_message() -> None:
 
 def test_webhook() -> None:
     with slack_recorder() as slack:
-        assert send_alert(ALERT, AlertSettings(slack_webhook_url=slack.url + "/hook")) == "slack-webhook"
+        assert (
+            send_alert(ALERT, AlertSettings(slack_webhook_url=slack.url + "/hook"))
+            == "slack-webhook"
+        )
     [req] = slack.requests
     assert req.path == "/hook" and "line 3" in req.body["text"]
 
@@ -36,7 +47,12 @@ def test_slack_errors_are_typed() -> None:
         with pytest.raises(AlertError, match="500"):
             send_alert(ALERT, AlertSettings(slack_webhook_url=slack.url + "/hook"))
         with pytest.raises(AlertError, match="#alerts"):
-            send_alert(ALERT, AlertSettings(slack_token="x", slack_channel="#alerts", slack_base_url=slack.url + "/api/"))
+            send_alert(
+                ALERT,
+                AlertSettings(
+                    slack_token="x", slack_channel="#alerts", slack_base_url=slack.url + "/api/"
+                ),
+            )
 
 
 def test_without_slack_it_logs(caplog: pytest.LogCaptureFixture) -> None:

@@ -42,7 +42,10 @@ def test_window_and_symbols_filter(tmp_path: Path) -> None:
 
 
 def test_naive_timestamps_are_utc_and_offsets_convert(tmp_path: Path) -> None:
-    rows = ["AAA,2026-03-01 00:00:00,10,11,9,10.5,100", "AAA,2026-03-01T02:05:00+02:00,10,11,9,10.5,100"]
+    rows = [
+        "AAA,2026-03-01 00:00:00,10,11,9,10.5,100",
+        "AAA,2026-03-01T02:05:00+02:00,10,11,9,10.5,100",
+    ]
     bars = FileSource(str(write_csv(tmp_path, rows)), "csv").fetch(T0, T1)
     assert bars["ts"].tolist() == [pd.Timestamp(T0), pd.Timestamp(T0 + timedelta(minutes=5))]
 
@@ -51,19 +54,50 @@ def test_naive_timestamps_are_utc_and_offsets_convert(tmp_path: Path) -> None:
     ("rows", "header", "expected"),
     [
         (GOOD, "symbol,ts,open,high,close,volume\n", ["missing column(s) ['low']"]),
-        (GOOD[:1] + ["AAA,not-a-time,10,11,9,10.5,100"], HEADER, ["column 'ts'", "line 3", "'not-a-time'"]),
-        (GOOD[:2] + ["BBB,2026-03-01T00:00:00Z,20,19,21,20,50"], HEADER, ["column 'high'", "high < low", "line 4"]),
-        (["AAA,2026-03-01T00:00:00Z,10,11,9,10.5,-1"], HEADER, ["column 'volume'", "negative volume", "line 2"]),
-        (GOOD + [GOOD[0]], HEADER, ["duplicate (symbol, ts)", "line 2", "line 5"]),
-        (["AAA,2026-03-01T00:00:00Z,10,eleven,9,10.5,100"], HEADER, ["column 'high'", "not a finite number", "'eleven'"]),
+        (
+            [*GOOD[:1], "AAA,not-a-time,10,11,9,10.5,100"],
+            HEADER,
+            ["column 'ts'", "line 3", "'not-a-time'"],
+        ),
+        (
+            [*GOOD[:2], "BBB,2026-03-01T00:00:00Z,20,19,21,20,50"],
+            HEADER,
+            ["column 'high'", "high < low", "line 4"],
+        ),
+        (
+            ["AAA,2026-03-01T00:00:00Z,10,11,9,10.5,-1"],
+            HEADER,
+            ["column 'volume'", "negative volume", "line 2"],
+        ),
+        ([*GOOD, GOOD[0]], HEADER, ["duplicate (symbol, ts)", "line 2", "line 5"]),
+        (
+            ["AAA,2026-03-01T00:00:00Z,10,eleven,9,10.5,100"],
+            HEADER,
+            ["column 'high'", "not a finite number", "'eleven'"],
+        ),
         (["AAA,2026-03-01T00:00:00Z,10,11,9,,100"], HEADER, ["column 'close'", "line 2"]),
-        (["AAA,2026-03-01T00:00:00Z,10,10.2,9,10.5,100"], HEADER, ["high below open or close", "line 2"]),
+        (
+            ["AAA,2026-03-01T00:00:00Z,10,10.2,9,10.5,100"],
+            HEADER,
+            ["high below open or close", "line 2"],
+        ),
         ([",2026-03-01T00:00:00Z,10,11,9,10.5,100"], HEADER, ["column 'symbol'", "empty symbol"]),
     ],
-    ids=["missing-column", "bad-ts", "high-below-low", "negative-volume", "duplicate", "not-number",
-         "empty-close", "high-below-close", "empty-symbol"],
+    ids=[
+        "missing-column",
+        "bad-ts",
+        "high-below-low",
+        "negative-volume",
+        "duplicate",
+        "not-number",
+        "empty-close",
+        "high-below-close",
+        "empty-symbol",
+    ],
 )
-def test_bad_csv_names_file_line_and_column(tmp_path: Path, rows: list[str], header: str, expected: list[str]) -> None:
+def test_bad_csv_names_file_line_and_column(
+    tmp_path: Path, rows: list[str], header: str, expected: list[str]
+) -> None:
     path = write_csv(tmp_path, rows, header)
     with pytest.raises(BarValidationError) as err:
         FileSource(str(path), "csv").fetch(T0, T1)
@@ -75,7 +109,11 @@ def test_bad_csv_names_file_line_and_column(tmp_path: Path, rows: list[str], hea
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    rows = ["AAA,oops,10,11,9,10.5,1", "AAA,2026-03-01T00:05:00Z,10,x,9,10.5,1", ",2026-03-01T00:10:00Z,1,1,1,1,1"]
+    rows = [
+        "AAA,oops,10,11,9,10.5,1",
+        "AAA,2026-03-01T00:05:00Z,10,x,9,10.5,1",
+        ",2026-03-01T00:10:00Z,1,1,1,1,1",
+    ]
     with pytest.raises(BarValidationError) as err:
         FileSource(str(write_csv(tmp_path, rows)), "csv").fetch(T0, T1)
     columns = sorted(p.split("'")[1] for p in err.value.problems)
@@ -84,8 +122,15 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 
 def test_parquet_source_and_row_numbers(tmp_path: Path) -> None:
     frame = pd.DataFrame(
-        {"symbol": ["AAA", "AAA"], "ts": pd.to_datetime(["2026-03-01T00:00Z", "2026-03-01T00:05Z"]),
-         "open": [1.0, 1.0], "high": [1.1, 0.5], "low": [0.9, 0.9], "close": [1.0, 1.0], "volume": [1.0, 1.0]}
+        {
+            "symbol": ["AAA", "AAA"],
+            "ts": pd.to_datetime(["2026-03-01T00:00Z", "2026-03-01T00:05Z"]),
+            "open": [1.0, 1.0],
+            "high": [1.1, 0.5],
+            "low": [0.9, 0.9],
+            "close": [1.0, 1.0],
+            "volume": [1.0, 1.0],
+        }
     )
     (tmp_path / "d").mkdir()
     frame.to_parquet(tmp_path / "d" / "a.parquet")

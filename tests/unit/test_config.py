@@ -24,8 +24,11 @@ def test_yaml_over_defaults_and_env_over_yaml(tmp_path: Path) -> None:
         "market:\n  bar_minutes: 15\n  symbols: [X, Y]\nfeatures:\n  horizon_bars: 4\n"
     )
     settings = load_settings(
-        env={"SIGNALOPS_CONFIG": str(config), "SIGNALOPS_FEATURES__HORIZON_BARS": "6",
-             "SIGNALOPS_MARKET__SYNTHETIC__SEED": "99"}
+        env={
+            "SIGNALOPS_CONFIG": str(config),
+            "SIGNALOPS_FEATURES__HORIZON_BARS": "6",
+            "SIGNALOPS_MARKET__SYNTHETIC__SEED": "99",
+        }
     )
     assert settings.market.bar_minutes == 15  # from the file
     assert settings.market.symbols == ("X", "Y")
@@ -43,15 +46,24 @@ def test_env_list_is_comma_separated(tmp_path: Path, monkeypatch: pytest.MonkeyP
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"SIGNALOPS_MARKET__BAR_MINUTES": "five"}, ["market.bar_minutes", "SIGNALOPS_MARKET__BAR_MINUTES", "'five'"]),
+        (
+            {"SIGNALOPS_MARKET__BAR_MINUTES": "five"},
+            ["market.bar_minutes", "SIGNALOPS_MARKET__BAR_MINUTES", "'five'"],
+        ),
         ({"SIGNALOPS_MARKET__BAR_MINUTES": "0"}, ["market.bar_minutes", "greater than 0"]),
         ({"SIGNALOPS_MARKET__SOURCE": "ftp"}, ["market.source", "'synthetic'"]),
         ({"SIGNALOPS_MARKET__SOURCE": "csv"}, ["market.path is required"]),
         ({"SIGNALOPS_WAREHOUSE__URLL": "x"}, ["warehouse.urll", "Extra inputs"]),
         ({"SIGNALOPS_MARKET__SYMBOLS": "A,A"}, ["market.symbols", "repeat"]),
-        ({"SIGNALOPS_NOPE__X": "1"}, ["nope: Extra inputs", "environment variable SIGNALOPS_NOPE__X"]),
         (
-            {"SIGNALOPS_MARKET__SOURCE": "postgres", "SIGNALOPS_MARKET__POSTGRES_URL": "postgresql://x/y"},
+            {"SIGNALOPS_NOPE__X": "1"},
+            ["nope: Extra inputs", "environment variable SIGNALOPS_NOPE__X"],
+        ),
+        (
+            {
+                "SIGNALOPS_MARKET__SOURCE": "postgres",
+                "SIGNALOPS_MARKET__POSTGRES_URL": "postgresql://x/y",
+            },
             ["exactly one of market.postgres_table or market.postgres_query"],
         ),
     ],

@@ -30,7 +30,10 @@ def test_offline_roundtrip_partitions_and_idempotent_rewrite(tmp_path, features)
     rows = features[features.ts.dt.date == day]
     files = store.write_day("v1", day, rows)
     assert {f.symbol for f in files} == {"AAA", "BBB"}
-    assert files[0].path == tmp_path / "lake/features/feature_set=v1/symbol=AAA/date=2026-01-03/part-0.parquet"
+    assert (
+        files[0].path
+        == tmp_path / "lake/features/feature_set=v1/symbol=AAA/date=2026-01-03/part-0.parquet"
+    )
     first_bytes = files[0].path.read_bytes()
     store.write_day("v1", day, rows)  # rerun
     assert files[0].path.read_bytes() == first_bytes
@@ -49,7 +52,10 @@ def test_offline_read_filters(tmp_path, features) -> None:
     assert len(part) == 12 and set(part.symbol) == {"BBB"}
     assert store.read("v2").empty
     latest = store.latest("v1")
-    assert latest.set_index("symbol")["ts"].to_dict() == features.groupby("symbol")["ts"].max().to_dict()
+    assert (
+        latest.set_index("symbol")["ts"].to_dict()
+        == features.groupby("symbol")["ts"].max().to_dict()
+    )
 
 
 def test_sql_online_store_never_goes_back_in_time(settings: Settings, features) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from signalops.data.synthetic import SyntheticSource
 from signalops.features.compute import FEATURE_FUNCTIONS, compute_features
 from signalops.features.definitions import (
     FEATURE_SETS,
@@ -17,8 +19,6 @@ from signalops.features.definitions import (
     UnknownFeatureSetError,
     get_feature_set,
 )
-from signalops.data.synthetic import SyntheticSource
-import dataclasses
 
 H = 12
 V1 = get_feature_set("v1")
@@ -50,7 +50,9 @@ def test_output_shape_and_no_nan(bars: pd.DataFrame) -> None:
 def test_values_within_declared_ranges(synthetic: SyntheticSource) -> None:
     start = synthetic.origin
     shifted = dataclasses.replace(synthetic, shift_at=start + timedelta(days=5))
-    out = compute_features(shifted.fetch(start, start + timedelta(days=10)), get_feature_set("v2"), H)
+    out = compute_features(
+        shifted.fetch(start, start + timedelta(days=10)), get_feature_set("v2"), H
+    )
     for f in get_feature_set("v2").features:
         col = out[f.name]
         assert col.between(f.lower, f.upper).all(), (f.name, col.min(), col.max())
@@ -77,7 +79,10 @@ def test_point_in_time_features_ignore_future_bars(bars: pd.DataFrame, cut: int)
     pd.testing.assert_series_equal(
         a.loc[a.ts <= horizon_end, LABEL_RETURN], b.loc[b.ts <= horizon_end, LABEL_RETURN]
     )
-    assert not np.allclose(a.loc[a.ts > horizon_end, LABEL_RETURN].dropna(), b.loc[b.ts > horizon_end, LABEL_RETURN].dropna())
+    assert not np.allclose(
+        a.loc[a.ts > horizon_end, LABEL_RETURN].dropna(),
+        b.loc[b.ts > horizon_end, LABEL_RETURN].dropna(),
+    )
 
 
 def test_label_is_direction_over_next_h_bars(bars: pd.DataFrame) -> None:
@@ -90,11 +95,16 @@ def test_label_is_direction_over_next_h_bars(bars: pd.DataFrame) -> None:
     assert row[LABEL_UP] == float(expected > 0)
     # the label is a pure function of close[t] and close[t+H]: bars t+1..t+H-1 do not matter
     moved = bars.copy()
-    pos = moved.index[(moved.symbol == "AAA") & (moved.ts > t) & (moved.ts < t + H * pd.Timedelta(minutes=5))]
+    pos = moved.index[
+        (moved.symbol == "AAA") & (moved.ts > t) & (moved.ts < t + H * pd.Timedelta(minutes=5))
+    ]
     moved.loc[pos, "close"] *= 1.5
     moved.loc[pos, "high"] *= 1.5
     again = compute_features(moved, V1, H)
-    assert again.loc[(again.symbol == "AAA") & (again.ts == t), LABEL_RETURN].item() == row[LABEL_RETURN]
+    assert (
+        again.loc[(again.symbol == "AAA") & (again.ts == t), LABEL_RETURN].item()
+        == row[LABEL_RETURN]
+    )
 
 
 def test_symbols_are_computed_independently(bars: pd.DataFrame) -> None:
@@ -112,7 +122,17 @@ def test_too_little_history_gives_no_rows(bars: pd.DataFrame) -> None:
 
 def test_flat_market_is_defined() -> None:
     ts = pd.date_range("2026-01-01", periods=V1.warmup + 50, freq="5min", tz="UTC")
-    flat = pd.DataFrame({"symbol": "F", "ts": ts, "open": 5.0, "high": 5.0, "low": 5.0, "close": 5.0, "volume": 10.0})
+    flat = pd.DataFrame(
+        {
+            "symbol": "F",
+            "ts": ts,
+            "open": 5.0,
+            "high": 5.0,
+            "low": 5.0,
+            "close": 5.0,
+            "volume": 10.0,
+        }
+    )
     out = compute_features(flat, V1, H)
     assert not out[V1.names].isna().any().any()
     assert (out["rsi_14"] == 50.0).all() and (out["close_position"] == 0.5).all()

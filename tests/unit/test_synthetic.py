@@ -23,7 +23,11 @@ def test_deterministic_and_seeded(synthetic: SyntheticSource) -> None:
 
 def test_windows_compose(synthetic: SyntheticSource) -> None:
     """Fetching [a, c) equals fetching [a, b) then [b, c): hourly runs rebuild the same history."""
-    a, b, c = ORIGIN + timedelta(hours=30), ORIGIN + timedelta(hours=31, minutes=7), ORIGIN + timedelta(days=3)
+    a, b, c = (
+        ORIGIN + timedelta(hours=30),
+        ORIGIN + timedelta(hours=31, minutes=7),
+        ORIGIN + timedelta(days=3),
+    )
     whole = synthetic.fetch(a, c)
     parts = pd.concat([synthetic.fetch(a, b), synthetic.fetch(b, c)])
     parts = parts.sort_values(["symbol", "ts"]).reset_index(drop=True)
@@ -61,4 +65,6 @@ def test_shift_injection(synthetic: SyntheticSource) -> None:
 
 def test_nothing_before_origin(synthetic: SyntheticSource) -> None:
     assert synthetic.fetch(ORIGIN - timedelta(days=2), ORIGIN).empty
-    assert synthetic.fetch(ORIGIN - timedelta(hours=1), ORIGIN + timedelta(minutes=10))["ts"].min() == pd.Timestamp(ORIGIN)
+    assert synthetic.fetch(ORIGIN - timedelta(hours=1), ORIGIN + timedelta(minutes=10))[
+        "ts"
+    ].min() == pd.Timestamp(ORIGIN)

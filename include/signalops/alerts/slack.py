@@ -41,7 +41,10 @@ class Alert:
     def blocks(self) -> list[dict[str, Any]]:
         blocks: list[dict[str, Any]] = [
             {"type": "header", "text": {"type": "plain_text", "text": self.title[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"{_ICON[self.severity]} {self.text}"[:3000]}},
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"{_ICON[self.severity]} {self.text}"[:3000]},
+            },
         ]
         if self.fields:
             blocks.append(
@@ -54,7 +57,12 @@ class Alert:
                 }
             )
         if self.link:
-            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{self.link}|details>"}]})
+            blocks.append(
+                {
+                    "type": "context",
+                    "elements": [{"type": "mrkdwn", "text": f"<{self.link}|details>"}],
+                }
+            )
         return blocks
 
 
@@ -64,12 +72,19 @@ def send_alert(alert: Alert, settings: AlertSettings) -> str:
         from slack_sdk import WebClient
         from slack_sdk.errors import SlackApiError
 
-        kwargs = {"base_url": settings.slack_base_url} if settings.slack_base_url else {}
-        client = WebClient(token=settings.slack_token, timeout=10, **kwargs)
+        client = WebClient(
+            token=settings.slack_token,
+            timeout=10,
+            base_url=settings.slack_base_url or WebClient.BASE_URL,
+        )
         try:
-            client.chat_postMessage(channel=settings.slack_channel, text=alert.plain(), blocks=alert.blocks())
+            client.chat_postMessage(
+                channel=settings.slack_channel, text=alert.plain(), blocks=alert.blocks()
+            )
         except (SlackApiError, OSError) as exc:
-            raise AlertError(f"Slack chat.postMessage to {settings.slack_channel} failed: {exc}") from exc
+            raise AlertError(
+                f"Slack chat.postMessage to {settings.slack_channel} failed: {exc}"
+            ) from exc
         return "slack-bot"
     if settings.slack_webhook_url:
         from slack_sdk.webhook import WebhookClient
@@ -80,6 +95,8 @@ def send_alert(alert: Alert, settings: AlertSettings) -> str:
         if response.status_code != 200:
             raise AlertError(f"Slack webhook answered {response.status_code}: {response.body}")
         return "slack-webhook"
-    level = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}[alert.severity]
+    level = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}[
+        alert.severity
+    ]
     log.log(level, "ALERT %s", alert.plain().replace("\n", " | "))
     return "log"

@@ -106,16 +106,24 @@ def validate_bars(
         o, h, lo, c, v = (frame[k].to_numpy() for k in NUMERIC_COLUMNS)
         prices = frame[list(PRICE_COLUMNS)].to_numpy()
         report((prices <= 0).any(axis=1), "open/high/low/close", "price <= 0", frame["close"])
-        report(h < lo, "high", "high < low", frame["high"].astype(str) + " < " + frame["low"].astype(str))
+        report(
+            h < lo,
+            "high",
+            "high < low",
+            frame["high"].astype(str) + " < " + frame["low"].astype(str),
+        )
         report(
             (h >= lo) & (h < np.maximum(o, c)), "high", "high below open or close", frame["high"]
         )
-        report(
-            (h >= lo) & (lo > np.minimum(o, c)), "low", "low above open or close", frame["low"]
-        )
+        report((h >= lo) & (lo > np.minimum(o, c)), "low", "low above open or close", frame["low"])
         report(v < 0, "volume", "negative volume", frame["volume"])
         dup = frame.duplicated(["symbol", "ts"], keep=False).to_numpy()
-        report(dup, "symbol,ts", "duplicate (symbol, ts) in one batch", frame["symbol"] + "@" + frame["ts"].astype(str))
+        report(
+            dup,
+            "symbol,ts",
+            "duplicate (symbol, ts) in one batch",
+            frame["symbol"] + "@" + frame["ts"].astype(str),
+        )
 
     if problems:
         raise BarValidationError(source, problems)
@@ -150,6 +158,11 @@ def find_gaps(
         breaks = np.flatnonzero(np.diff(idx) != 1) + 1
         for run in np.split(np.arange(len(idx)), breaks):
             gaps.append(
-                Gap(symbol, missing[run[0]].to_pydatetime(), missing[run[-1]].to_pydatetime(), len(run))
+                Gap(
+                    symbol,
+                    missing[run[0]].to_pydatetime(),
+                    missing[run[-1]].to_pydatetime(),
+                    len(run),
+                )
             )
     return gaps

@@ -73,8 +73,14 @@ def extract_bars(
     )
     log.info(
         "extracted %d bars for %d symbols from %s, %s .. %s (%d gaps, %d missing bars) -> %s",
-        result.rows, len(result.symbols), result.source, result.start, result.end,
-        result.gaps, result.missing_bars, result.path,
+        result.rows,
+        len(result.symbols),
+        result.source,
+        result.start,
+        result.end,
+        result.gaps,
+        result.missing_bars,
+        result.path,
     )
     return result
 
@@ -85,5 +91,9 @@ def load_bars(settings: Settings, staged: str | Path, source: str) -> dict[str, 
     with Warehouse(settings.warehouse_url) as warehouse:
         warehouse.create_all()
         result = warehouse.upsert_bars(bars, source=source)
-    return {"rows": len(bars), "inserted": result.inserted, "updated": result.updated,
-            "unchanged": result.unchanged}
+    return {
+        "rows": len(bars),
+        "inserted": result.inserted,
+        "updated": result.updated,
+        "unchanged": result.unchanged,
+    }

@@ -22,7 +22,8 @@ from signalops.data.synthetic import SyntheticSource
 
 
 class BarSource(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def fetch(
         self, start: datetime, end: datetime, symbols: list[str] | None = None
@@ -33,7 +34,9 @@ class SourceError(RuntimeError):
     """A source cannot be read at all (missing file, unreachable database, bad query)."""
 
 
-def _window(bars: pd.DataFrame, start: datetime, end: datetime, symbols: list[str] | None) -> pd.DataFrame:
+def _window(
+    bars: pd.DataFrame, start: datetime, end: datetime, symbols: list[str] | None
+) -> pd.DataFrame:
     mask = (bars["ts"] >= pd.Timestamp(start)) & (bars["ts"] < pd.Timestamp(end))
     if symbols:
         mask &= bars["symbol"].isin(symbols)
@@ -67,7 +70,9 @@ class FileSource:
             raise SourceError(f"no {self.fmt} file found at {self.path}")
         return found
 
-    def fetch(self, start: datetime, end: datetime, symbols: list[str] | None = None) -> pd.DataFrame:
+    def fetch(
+        self, start: datetime, end: datetime, symbols: list[str] | None = None
+    ) -> pd.DataFrame:
         frames = [self._read(path) for path in self.files()]
         bars = pd.concat(frames, ignore_index=True) if frames else empty_bars()
         duplicated = bars.duplicated(["symbol", "ts"], keep=False)
@@ -119,17 +124,22 @@ class PostgresSource:
             raise SourceError(f"market.postgres_table {self.table!r} is not a table name")
         columns = ", ".join(BAR_COLUMNS)
         return sa.text(
-            f"SELECT {columns} FROM {self.table} WHERE ts >= :start AND ts < :end ORDER BY symbol, ts"
+            f"SELECT {columns} FROM {self.table} "  # the name was checked against _IDENTIFIER
+            "WHERE ts >= :start AND ts < :end ORDER BY symbol, ts"
         )
 
-    def fetch(self, start: datetime, end: datetime, symbols: list[str] | None = None) -> pd.DataFrame:
+    def fetch(
+        self, start: datetime, end: datetime, symbols: list[str] | None = None
+    ) -> pd.DataFrame:
         statement = self.statement()
         engine = sa.create_engine(self.url)
         try:
             with engine.connect() as conn:
                 raw = pd.read_sql(statement, conn, params={"start": start, "end": end})
         except sa.exc.SQLAlchemyError as exc:
-            raise SourceError(f"postgres source query failed: {exc.__class__.__name__}: {exc}") from exc
+            raise SourceError(
+                f"postgres source query failed: {exc.__class__.__name__}: {exc}"
+            ) from exc
         finally:
             engine.dispose()
         where = self.table or "postgres_query"

@@ -37,7 +37,9 @@ class SyntheticSource:
 
     name = "synthetic"
 
-    def fetch(self, start: datetime, end: datetime, symbols: list[str] | None = None) -> pd.DataFrame:
+    def fetch(
+        self, start: datetime, end: datetime, symbols: list[str] | None = None
+    ) -> pd.DataFrame:
         """Bars with ``start <= ts < end`` for the given symbols (default: all)."""
         wanted = list(symbols or self.symbols)
         step = pd.Timedelta(self.bar)
@@ -59,7 +61,10 @@ class SyntheticSource:
         n_regimes = int(regime[-1]) + 1
         # One generator per regime, so a regime's parameters never depend on the window.
         params = np.array(
-            [np.random.default_rng([self.seed, key, 1_000_003, r]).random(3) for r in range(n_regimes)]
+            [
+                np.random.default_rng([self.seed, key, 1_000_003, r]).random(3)
+                for r in range(n_regimes)
+            ]
         )
         drift = (params[:, 0] - 0.5) * 1.6e-4
         sigma = 1.2e-3 * np.exp((params[:, 1] - 0.5) * 1.2)
@@ -91,8 +96,10 @@ class SyntheticSource:
         open_ = np.concatenate(([p0], close[:-1]))
         high = np.maximum(open_, close) * np.exp(np.abs(wick[:, 0]) * bar_sigma * 0.6)
         low = np.minimum(open_, close) * np.exp(-np.abs(wick[:, 1]) * bar_sigma * 0.6)
-        volume = (1_000.0 + (key % 97) * 50.0) * np.exp(0.35 * vol_noise) * (
-            1.0 + 120.0 * np.abs(log_ret)
+        volume = (
+            (1_000.0 + (key % 97) * 50.0)
+            * np.exp(0.35 * vol_noise)
+            * (1.0 + 120.0 * np.abs(log_ret))
         )
         if self.shift_at is not None:
             volume = np.where(shifted, volume * self.shift_volume_factor, volume)

@@ -91,7 +91,9 @@ def _bb_position(s: _Symbol, window: int) -> np.ndarray:
 
 def _atr(s: _Symbol, period: int) -> np.ndarray:
     prev_close = s.close_s.shift(1).to_numpy()
-    true_range = np.fmax(s.high - s.low, np.fmax(np.abs(s.high - prev_close), np.abs(s.low - prev_close)))
+    true_range = np.fmax(
+        s.high - s.low, np.fmax(np.abs(s.high - prev_close), np.abs(s.low - prev_close))
+    )
     atr = pd.Series(true_range).ewm(alpha=1 / period, adjust=False).mean()
     return (atr / s.close_s).to_numpy()
 
@@ -102,14 +104,20 @@ def _stoch(s: _Symbol, window: int) -> np.ndarray:
     return _ratio(s.close_s - low, high - low, fill=0.5)
 
 
+def _log_return(bars: int) -> Callable[[_Symbol], pd.Series]:
+    return lambda s: s.log_close.diff(bars)
+
+
 FEATURE_FUNCTIONS: dict[str, Callable[[_Symbol], np.ndarray | pd.Series]] = {
-    **{f"ret_{k}": (lambda s, k=k: s.log_close.diff(k)) for k in (1, 3, 6, 12, 24, 48, 96)},
+    **{f"ret_{k}": _log_return(k) for k in (1, 3, 6, 12, 24, 48, 96)},
     "rsi_14": lambda s: _rsi(s, 14),
     "macd": lambda s: s.macd_line,
     "macd_signal": lambda s: s.macd_signal,
     "macd_hist": lambda s: s.macd_line - s.macd_signal,
     "bb_position_20": lambda s: _bb_position(s, 20),
-    "bb_width_20": lambda s: _ratio(4 * s.close_s.rolling(20).std(ddof=0), s.close_s.rolling(20).mean(), 0.0),
+    "bb_width_20": lambda s: _ratio(
+        4 * s.close_s.rolling(20).std(ddof=0), s.close_s.rolling(20).mean(), 0.0
+    ),
     "rv_12": lambda s: s.rv(12),
     "rv_48": lambda s: s.rv(48),
     "rv_96": lambda s: s.rv(96),
@@ -119,7 +127,7 @@ FEATURE_FUNCTIONS: dict[str, Callable[[_Symbol], np.ndarray | pd.Series]] = {
     "close_position": lambda s: _ratio(s.close - s.low, s.high - s.low, fill=0.5),
     "stoch_k_14": lambda s: _stoch(s, 14),
     "momentum_24": lambda s: s.close / s.close_s.rolling(24).mean().to_numpy() - 1.0,
-    "ema_ratio_12_48": lambda s: (s.ema(12) / s.ema(48) - 1.0),
+    "ema_ratio_12_48": lambda s: s.ema(12) / s.ema(48) - 1.0,
     "volume_trend_12_48": lambda s: np.log(
         _ratio(s.volume_s.rolling(12).mean(), s.volume_s.rolling(48).mean(), fill=1.0).clip(1e-12)
     ),
@@ -130,7 +138,9 @@ FEATURE_FUNCTIONS: dict[str, Callable[[_Symbol], np.ndarray | pd.Series]] = {
 }
 
 
-def compute_features(bars: pd.DataFrame, feature_set: FeatureSet, horizon_bars: int) -> pd.DataFrame:
+def compute_features(
+    bars: pd.DataFrame, feature_set: FeatureSet, horizon_bars: int
+) -> pd.DataFrame:
     """Features and labels for every bar with enough history.
 
     ``bars`` is in the canonical bar schema (any order). Returns ``symbol, ts``, the
@@ -138,7 +148,9 @@ def compute_features(bars: pd.DataFrame, feature_set: FeatureSet, horizon_bars: 
     """
     missing = [n for n in feature_set.names if n not in FEATURE_FUNCTIONS]
     if missing:
-        raise KeyError(f"feature set {feature_set.version} declares features with no function: {missing}")
+        raise KeyError(
+            f"feature set {feature_set.version} declares features with no function: {missing}"
+        )
     ordered = bars.sort_values(["symbol", "ts"], kind="stable")
     warmup = feature_set.warmup
     columns = [*feature_set.names, LABEL_RETURN, LABEL_UP]
@@ -160,7 +172,9 @@ def compute_features(bars: pd.DataFrame, feature_set: FeatureSet, horizon_bars: 
         label_return = np.log(future / s.close)[warmup:]
         block[:, -2] = label_return
         block[:, -1] = np.where(np.isnan(label_return), np.nan, label_return > 0)
-        stamps[row : row + size] = group["ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()[warmup:]
+        stamps[row : row + size] = (
+            group["ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()[warmup:]
+        )
         row += size
     result = pd.DataFrame(values, columns=columns)
     result.insert(0, "ts", pd.DatetimeIndex(stamps).tz_localize("UTC"))

@@ -44,7 +44,9 @@ class OfflineStore:
         return self.root / f"feature_set={version}"
 
     def day_path(self, version: str, symbol: str, day: date) -> Path:
-        return self.version_dir(version) / f"symbol={symbol}" / f"date={day.isoformat()}" / PART_FILE
+        return (
+            self.version_dir(version) / f"symbol={symbol}" / f"date={day.isoformat()}" / PART_FILE
+        )
 
     def write_spec(self, feature_set: FeatureSet, horizon_bars: int) -> Path:
         path = self.version_dir(feature_set.version) / SPEC_FILE
@@ -57,11 +59,10 @@ class OfflineStore:
     def write_day(self, version: str, day: date, frame: pd.DataFrame) -> list[DayFile]:
         """Replace the files of ``day`` with ``frame`` (rows of that UTC day, any symbols)."""
         written = []
-        for symbol, rows in frame.groupby("symbol", sort=True):
-            rows = rows.drop(columns=["symbol"]).sort_values("ts").reset_index(drop=True)
+        for symbol, group in frame.groupby("symbol", sort=True):
+            rows = group.drop(columns=["symbol"]).sort_values("ts").reset_index(drop=True)
             path = self.day_path(version, str(symbol), day)
-            table = pa.Table.from_pandas(rows, preserve_index=False)
-            atomic_write_table(path, table)
+            atomic_write_table(path, pa.Table.from_pandas(rows, preserve_index=False))
             written.append(DayFile(str(symbol), day, path, len(rows)))
         return written
 
@@ -79,7 +80,11 @@ class OfflineStore:
             return pd.DataFrame(columns=["symbol", "ts", *(columns or [])])
         frames = []
         for symbol, path in files:
-            cols = None if columns is None else ["ts", *[c for c in columns if c not in ("symbol", "ts")]]
+            cols = (
+                None
+                if columns is None
+                else ["ts", *[c for c in columns if c not in ("symbol", "ts")]]
+            )
             part = pq.read_table(path, columns=cols).to_pandas()
             part.insert(0, "symbol", symbol)
             frames.append(part)

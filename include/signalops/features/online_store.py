@@ -112,7 +112,13 @@ class SqlOnlineStore:
         t = online_features_table
         now = datetime.now(UTC)
         records = [
-            {"feature_set_version": version, "symbol": s, "ts": ts, "features": v, "updated_at": now}
+            {
+                "feature_set_version": version,
+                "symbol": s,
+                "ts": ts,
+                "features": v,
+                "updated_at": now,
+            }
             for s, ts, v in _vectors(rows, names)
         ]
         if not records:
@@ -140,7 +146,9 @@ class SqlOnlineStore:
             return {}
         stamps = to_utc_series(pd.Series([r.ts for r in rows]))
         return {
-            r.symbol: FeatureVector(r.symbol, stamps.iloc[i].to_pydatetime(), version, dict(r.features))
+            r.symbol: FeatureVector(
+                r.symbol, stamps.iloc[i].to_pydatetime(), version, dict(r.features)
+            )
             for i, r in enumerate(rows)
         }
 

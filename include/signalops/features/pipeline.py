@@ -75,12 +75,24 @@ def build_features(
             rows += len(features)
             labeled += int(features[LABEL_UP].notna().sum())
     result = BuildResult(
-        feature_set.version, start.isoformat(), end.isoformat(), len(days), files, rows, labeled,
+        feature_set.version,
+        start.isoformat(),
+        end.isoformat(),
+        len(days),
+        files,
+        rows,
+        labeled,
         str(spec_path),
     )
     log.info(
         "feature set %s: %d rows (%d labeled) in %d files over %d day(s) for %s .. %s under %s",
-        result.feature_set_version, rows, labeled, files, len(days), result.start, result.end,
+        result.feature_set_version,
+        rows,
+        labeled,
+        files,
+        len(days),
+        result.start,
+        result.end,
         store.version_dir(feature_set.version),
     )
     if rows == 0:
@@ -98,7 +110,9 @@ def publish_online(
     feature_set = get_feature_set(version or settings.features.feature_set_version)
     latest = OfflineStore(settings.lake_dir).latest(feature_set.version, symbols)
     if latest.empty:
-        log.warning("offline store has no rows for feature set %s: nothing to publish", feature_set.version)
+        log.warning(
+            "offline store has no rows for feature set %s: nothing to publish", feature_set.version
+        )
         return {"feature_set_version": feature_set.version, "symbols": 0, "replaced": 0}
     store = online_store_from_settings(settings)
     try:
@@ -108,7 +122,11 @@ def publish_online(
     backend = "redis" if settings.online_store.redis_url else "warehouse table"
     log.info(
         "online store (%s): %d of %d symbols updated to feature set %s, newest bar %s",
-        backend, replaced, len(latest), feature_set.version, latest["ts"].max().isoformat(),
+        backend,
+        replaced,
+        len(latest),
+        feature_set.version,
+        latest["ts"].max().isoformat(),
     )
     return {
         "feature_set_version": feature_set.version,
