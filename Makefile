@@ -44,9 +44,11 @@ test-unit: $(STAMP)  ## unit + DAG integrity tests only (no services)
 test-integration: $(STAMP)  ## integration tests (real PostgreSQL, Redis, Airflow)
 	$(PY) -m pytest tests/integration
 
+# Local UI without a login (simple auth manager, everyone admin): for this machine only.
 airflow: $(STAMP)  ## start `airflow standalone` on the embedded default (UI on :8080)
-	$(PY) -m signalops.cli init-airflow
-	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True $(VENV)/bin/airflow standalone
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True \
+	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False \
+	$(VENV)/bin/airflow standalone
 
 lint: $(STAMP)  ## ruff lint + format check, mypy on include/signalops
 	$(VENV)/bin/ruff check .

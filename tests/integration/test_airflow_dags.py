@@ -147,6 +147,17 @@ def test_collect_then_features_twice_gives_identical_rows(stack: AirflowStack) -
     assert after["offline_rows"] == first["offline_rows"] + 2 * 12
     assert after["labeled"] == first["labeled"] + 2 * 12  # the previous last hour's labels matured
 
+    # Backfilling a new feature-set version over the whole history is one run with params.
+    stack.dags_test(
+        "features",
+        "2026-01-04T02:00:00+00:00",
+        {"feature_set_version": "v2", "start": START, "end": "2026-01-04T01:00:00+00:00"},
+    )
+    settings = load_settings(env=stack.env)
+    v2 = OfflineStore(settings.lake_dir).read("v2")
+    assert len(v2) == after["offline_rows"]
+    assert {"ret_96", "rv_96", "volume_z_96"} <= set(v2.columns)
+
 
 def test_bad_file_fails_fast_and_writes_nothing(tmp_path_factory: pytest.TempPathFactory) -> None:
     tmp = tmp_path_factory.mktemp("airflow-bad")
