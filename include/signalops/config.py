@@ -115,6 +115,47 @@ class OnlineStoreSettings(_Section):
     key_prefix: str = "signalops"
 
 
+class XGBoostParams(_Section):
+    """Hyperparameters of ``xgboost.train`` (overridable per run from the DAG's params)."""
+
+    max_depth: int = Field(4, ge=1, le=16)
+    eta: float = Field(0.05, gt=0, le=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    min_child_weight: float = Field(5.0, ge=0)
+    reg_lambda: float = Field(1.0, ge=0)
+    reg_alpha: float = Field(0.0, ge=0)
+    num_boost_round: int = Field(400, ge=1, le=5000)
+    early_stopping_rounds: int = Field(30, ge=1)
+
+
+class TrainingSettings(_Section):
+    window_days: int = Field(30, gt=0, description="training window ending at the run's end")
+    min_rows: int = Field(5000, gt=0, description="refuse to train on fewer labeled rows")
+    holdout_fraction: float = Field(0.2, gt=0, lt=0.5, description="out-of-time holdout share")
+    cv_folds: int = Field(4, ge=2, le=20)
+    seed: int = 42
+    nthread: int = Field(2, ge=1)
+    balance_classes: bool = Field(True, description="scale_pos_weight = negatives / positives")
+    max_parity_error: float = Field(1e-5, gt=0)
+    xgboost: XGBoostParams = XGBoostParams()
+
+
+class EvaluationSettings(_Section):
+    primary_metric: Literal["roc_auc", "log_loss", "accuracy", "brier"] = "roc_auc"
+    tolerance: float = Field(
+        0.005, ge=0, description="allowed loss vs champion on the primary metric"
+    )
+    bootstrap_samples: int = Field(500, ge=50)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    min_roc_auc: float = Field(0.52, ge=0, le=1)
+    max_log_loss: float = Field(0.70, gt=0)
+    strategy: Literal["long_short", "long_flat"] = "long_short"
+    threshold: float = Field(0.5, gt=0, lt=1)
+    cost_bps: float = Field(1.0, ge=0, description="cost per unit of position change, basis points")
+    first_model_becomes_champion: bool = True
+
+
 class MlflowSettings(_Section):
     tracking_uri: str | None = Field(
         None, description="MLflow tracking server; default: SQLite store under state_dir"
@@ -136,11 +177,21 @@ class Settings(_Section):
     warehouse: WarehouseSettings = WarehouseSettings()
     online_store: OnlineStoreSettings = OnlineStoreSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    training: TrainingSettings = TrainingSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
     alerts: AlertSettings = AlertSettings()
 
     @property
     def warehouse_url(self) -> str:
         return self.warehouse.url or f"sqlite:///{self.state_dir.resolve() / 'warehouse.db'}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return self.state_dir.resolve() / "mlflow-artifacts"
 
     @property
     def lake_dir(self) -> Path:
