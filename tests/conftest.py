@@ -125,3 +125,45 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+# --- training data -------------------------------------------------------------------
+
+TRAIN_SYMBOLS = "AAA,BBB,CCC"
+TRAIN_START = ORIGIN
+TRAIN_END = ORIGIN + timedelta(days=12)
+
+
+def build_lake(settings: Settings, start: datetime, end: datetime) -> None:
+    """Bars from the configured (synthetic) source and feature set v1, as the DAGs do."""
+    from signalops.data.collect import extract_bars, load_bars
+    from signalops.features.pipeline import build_features
+
+    staged = extract_bars(settings, start, end)
+    load_bars(settings, staged.path, staged.source)
+    build_features(settings, start, end)
+
+
+def training_settings(tmp_path: Path, **env: str) -> Settings:
+    """Three synthetic symbols, a small but learnable history, fast bootstrap."""
+    base = {
+        "SIGNALOPS_MARKET__SYMBOLS": TRAIN_SYMBOLS,
+        "SIGNALOPS_EVALUATION__BOOTSTRAP_SAMPLES": "200",
+    }
+    return make_settings(tmp_path, **{**base, **env})
+
+
+@pytest.fixture(scope="module")
+def training_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state dir holding 12 days of bars and v1 features for three symbols (built once)."""
+    tmp = tmp_path_factory.mktemp("lake")
+    build_lake(training_settings(tmp), TRAIN_START, TRAIN_END)
+    return tmp / "state"
+
+
+def copy_lake(lake: Path, tmp_path: Path, **env: str) -> Settings:
+    """Settings whose state dir is a private copy of a built lake."""
+    import shutil
+
+    shutil.copytree(lake, tmp_path / "state")
+    return training_settings(tmp_path, **env)

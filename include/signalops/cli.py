@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         "--version", default=None, help="feature-set version (default: configured)"
     )
     sub.add_parser("summary", help="print what the warehouse and feature stores hold (JSON)")
+    retrain = sub.add_parser("retrain", help="run the retrain path in this process (no Airflow)")
+    retrain.add_argument("--start", default=None, help="default: end - training.window_days")
+    retrain.add_argument("--end", default=None, help="default: the newest features")
+    retrain.add_argument("--version", default=None, help="feature-set version")
+    retrain.add_argument("--force", action="store_true", help="retrain on an already-seen snapshot")
+    retrain.add_argument("--run-key", default=None, help="names the run directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -90,6 +96,22 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "summary":
         print(json.dumps(_summary(settings), indent=2))
+        return 0
+    if args.command == "retrain":
+        from datetime import UTC, datetime
+
+        from signalops.training.retrain import plan_request, run_all
+
+        params = {
+            "start": args.start,
+            "end": args.end,
+            "feature_set_version": args.version,
+            "force": args.force,
+        }
+        run_key = args.run_key or f"cli__{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        results = run_all(settings, plan_request(settings, params, run_key))
+        for step, result in results.items():
+            print(f"{step}: {result.summary}")
         return 0
     start, end = resolve_window(args.start, args.end, what=args.command)
     if args.command == "collect":

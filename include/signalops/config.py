@@ -45,6 +45,10 @@ class SyntheticSettings(_Section):
     shift_volatility_factor: float = Field(2.5, gt=0)
     shift_drift: float = Field(-2e-4, description="added log-return per bar after shift_at")
     shift_volume_factor: float = Field(3.0, gt=0)
+    trend_strength: float = Field(
+        0.15, ge=0, description="latent trend, as a fraction of the bar volatility"
+    )
+    trend_bars: int = Field(144, gt=0, description="latent trend persistence (bars)")
 
     @field_validator("origin", "shift_at")
     @classmethod

@@ -95,3 +95,23 @@ def test_paired_bootstrap_and_gate() -> None:
     assert any(r.startswith("not_worse_than_champion") for r in failed.reasons)
     first_model = decide(cfg, ml_metrics(y, good), baseline, None, None)
     assert first_model.passed and "not_worse_than_champion" not in first_model.checks
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "log_loss", "accuracy", "brier"])
+def test_weighted_bootstrap_metric_equals_metric_on_the_resampled_rows(metric: str) -> None:
+    from signalops.evaluation.gate import _WeightedMetric
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500).astype(float)
+    p = np.round(rng.random(500), 2)  # rounded: many tied scores, as shallow trees give
+    fn = {
+        "roc_auc": roc_auc,
+        "log_loss": log_loss,
+        "accuracy": lambda y, p: ml_metrics(y, p)["accuracy"],
+        "brier": lambda y, p: ml_metrics(y, p)["brier"],
+    }[metric]
+    weighted = _WeightedMetric(metric, y, p)
+    for _ in range(5):
+        idx = rng.integers(0, 500, 500)
+        w = np.bincount(idx, minlength=500).astype(float)
+        assert weighted(w) == pytest.approx(fn(y[idx], p[idx]), abs=1e-12)

@@ -161,6 +161,8 @@ def source_from_settings(settings: Settings) -> BarSource:
             shift_volatility_factor=syn.shift_volatility_factor,
             shift_drift=syn.shift_drift,
             shift_volume_factor=syn.shift_volume_factor,
+            trend_strength=syn.trend_strength,
+            trend_bars=syn.trend_bars,
         )
     if market.source in ("csv", "parquet"):
         assert market.path is not None  # checked by the settings

@@ -4,7 +4,10 @@ Every bar is a pure function of (seed, symbol, bar index since ``origin``): rand
 come in fixed chunks seeded by those keys, so fetching ``[a, c)`` gives the same bars as
 fetching ``[a, b)`` then ``[b, c)``. Log returns follow an AR(1) process whose drift,
 volatility and persistence change per regime, with an intraday volatility cycle; volume
-rises with absolute returns. From ``shift_at`` on, volatility, drift and volume change:
+rises with absolute returns. A slowly mean-reverting latent trend (a fraction
+``trend_strength`` of the bar volatility, half-life around ``trend_bars``) adds the kind of
+persistent, partly predictable drift that momentum features pick up, so that models have
+something real but modest to learn. From ``shift_at`` on, volatility, drift and volume change:
 a distribution shift to exercise drift monitoring.
 """
 
@@ -34,6 +37,8 @@ class SyntheticSource:
     shift_volatility_factor: float = 2.5
     shift_drift: float = -2e-4
     shift_volume_factor: float = 3.0
+    trend_strength: float = 0.15
+    trend_bars: int = 144
 
     name = "synthetic"
 
@@ -54,7 +59,7 @@ class SyntheticSource:
     def _symbol_bars(self, symbol: str, first: int, stop: int) -> pd.DataFrame:
         key = zlib.crc32(symbol.encode())
         n = stop  # the path depends on every bar since origin
-        eps, wick, vol_noise = self._noise(key, n)
+        eps, wick, vol_noise, trend_noise = self._noise(key, n)
 
         index = np.arange(n)
         regime = index // self.regime_bars
@@ -74,13 +79,15 @@ class SyntheticSource:
         hour = ts.hour.to_numpy() + ts.minute.to_numpy() / 60.0
         intraday = 1.0 + 0.4 * np.cos(2 * np.pi * (hour - 14.0) / 24.0)
         bar_sigma = sigma[regime] * intraday
-        shock = drift[regime] + bar_sigma * eps
+        rho = np.exp(-1.0 / self.trend_bars)
+        trend = lfilter([np.sqrt(1 - rho**2) * self.trend_strength], [1.0, -rho], trend_noise)
+        shock = drift[regime] + bar_sigma * (trend + eps)
         if self.shift_at is not None:
             shifted = ts >= pd.Timestamp(self.shift_at)
             bar_sigma = np.where(shifted, bar_sigma * self.shift_volatility_factor, bar_sigma)
             shock = np.where(
                 shifted,
-                drift[regime] + self.shift_drift + bar_sigma * eps,
+                drift[regime] + self.shift_drift + bar_sigma * (trend + eps),
                 shock,
             )
 
@@ -117,10 +124,10 @@ class SyntheticSource:
             }
         )
 
-    def _noise(self, key: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _noise(self, key: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         chunks = []
         for c in range((n + CHUNK - 1) // CHUNK):
             rng = np.random.default_rng([self.seed, key, c])
-            chunks.append(rng.standard_normal((CHUNK, 4)))
+            chunks.append(rng.standard_normal((CHUNK, 5)))
         noise = np.concatenate(chunks)[:n]
-        return noise[:, 0], noise[:, 1:3], noise[:, 3]
+        return noise[:, 0], noise[:, 1:3], noise[:, 3], noise[:, 4]

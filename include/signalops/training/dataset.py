@@ -61,7 +61,9 @@ class Dataset:
 
     @property
     def ts(self) -> np.ndarray:
-        return self.frame["ts"].to_numpy()
+        """Row times as naive-UTC ``datetime64[ns]`` (fast to compare and offset)."""
+        ts = pd.to_datetime(self.frame["ts"], utc=True)
+        return ts.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
 
     @property
     def purge(self) -> np.timedelta64:

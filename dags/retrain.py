@@ -1,0 +1,230 @@
+"""
+### Retrain: train, export, evaluate against the champion, register
+
+Runs daily, and whenever the drift monitor emits `signalops/drift_detected`. Trains an
+XGBoost direction classifier on point-in-time features and hands a **challenger** to the
+registry only if it survives two gates.
+
+* **assemble**: labeled rows of the window (default: the last `training.window_days` up to
+  the newest features) from the offline store. Too little data: a warning alert and a
+  *skipped* run, not an obscure failure. Data and settings already trained on (same
+  snapshot hash): skipped too, unless `force`.
+* **train**: walk-forward CV with a purge gap of H bars (early stopping per fold), then one
+  final fit on every pre-holdout row with the median of the folds' tree counts. The newest
+  block is an out-of-time holdout, never used for fitting or early stopping.
+* **export_parity**: `model.onnx` via onnxmltools; on the whole holdout,
+  max |p_onnx - p_xgboost| <= `training.max_parity_error`, identical labels, same tree
+  count. A failure fails the run here: nothing is registered.
+* **evaluate**: challenger, current champion and a naive baseline on the same holdout
+  (ML and trading metrics), a paired block-bootstrap CI against the champion, absolute
+  floors; SHAP importance; the drift reference profile. The markdown report is in this
+  task's log and in MLflow.
+* **gate** branches to **register** (MLflow model version with every artifact, alias
+  `challenger`, or `champion` for the very first model; emits
+  `signalops/challenger_registered`) or **reject** (the MLflow run records why).
+
+Hyperparameters left empty in the form come from `training.xgboost` in the config.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+
+from signalops.assets import CHALLENGER_REGISTERED, DRIFT_DETECTED
+from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
+from signalops.features.definitions import FEATURE_SETS
+
+log = logging.getLogger(__name__)
+
+HYPERPARAMETERS = {
+    "max_depth": ("integer", "Maximum tree depth."),
+    "eta": ("number", "Learning rate."),
+    "num_boost_round": ("integer", "Upper bound on trees; early stopping picks fewer."),
+    "early_stopping_rounds": ("integer", "Rounds without improvement before a fold stops."),
+    "subsample": ("number", "Row share sampled per tree (0..1]."),
+    "colsample_bytree": ("number", "Feature share sampled per tree (0..1]."),
+    "min_child_weight": ("number", "Minimum hessian sum in a leaf."),
+    "reg_lambda": ("number", "L2 regularization."),
+    "reg_alpha": ("number", "L1 regularization."),
+}
+
+
+@dag(
+    dag_id="retrain",
+    # Daily at 03:00 UTC, and on every high-severity drift event.
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=[DRIFT_DETECTED]
+    ),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    max_consecutive_failed_dag_runs=3,
+    default_args=DEFAULT_ARGS,
+    tags=["signalops", "training", "mlflow"],
+    doc_md=__doc__,
+    params={
+        "window_days": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Training window in days, ending at the newest features. "
+            "Empty: training.window_days.",
+        ),
+        "start": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            description="Explicit window start (UTC); overrides window_days.",
+        ),
+        "end": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            description="Explicit window end (UTC, exclusive). Empty: the newest features.",
+        ),
+        "symbols": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string"},
+            description="Symbols to train on. Empty: every configured symbol.",
+        ),
+        "feature_set_version": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, *sorted(FEATURE_SETS)],
+            description="Feature-set version. Empty: the configured one.",
+        ),
+        "force": Param(
+            False,
+            type="boolean",
+            description="Retrain even if a registered version saw this exact data and settings.",
+        ),
+        **{
+            name: Param(None, type=["null", kind], description=f"XGBoost: {text} Empty: config.")
+            for name, (kind, text) in HYPERPARAMETERS.items()
+        },
+    },
+)
+def retrain() -> None:
+    @task
+    def assemble(params: Any = None, run_id: Any = None) -> dict:
+        """Resolve the window and settings, assemble the labeled dataset, open the MLflow run."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from signalops.alerts import send_alert
+        from signalops.config import load_settings
+        from signalops.training import retrain as steps
+        from signalops.training.dataset import InsufficientDataError
+
+        settings = load_settings()
+        overrides = {k: params[k] for k in HYPERPARAMETERS if params.get(k) is not None}
+        with task_errors():
+            request = steps.plan_request(
+                settings, {**params, "hyperparameters": overrides}, run_key=run_id
+            )
+            run_dir = steps.write_request(settings, request)
+            try:
+                result = steps.assemble(settings, run_dir)
+            except InsufficientDataError as exc:
+                send_alert(exc.alert, settings.alerts)
+                raise AirflowSkipException(str(exc)) from None
+            except steps.AlreadyTrained as exc:
+                raise AirflowSkipException(str(exc)) from None
+        log.info("%s", result.summary)
+        return result.as_dict()
+
+    @task
+    def train(assembled: dict) -> dict:
+        """Walk-forward CV with purge, early stopping, final fit."""
+        from pathlib import Path
+
+        from signalops.config import load_settings
+        from signalops.training import retrain as steps
+
+        with task_errors():
+            result = steps.train(load_settings(), Path(assembled["run_dir"]))
+        log.info("%s", result.summary)
+        return result.as_dict()
+
+    @task
+    def export_parity(trained: dict) -> dict:
+        """ONNX export and the parity gate on the whole holdout."""
+        from pathlib import Path
+
+        from signalops.config import load_settings
+        from signalops.training import retrain as steps
+
+        with task_errors():
+            result = steps.export(load_settings(), Path(trained["run_dir"]))
+        log.info("%s", result.summary)
+        return result.as_dict()
+
+    @task
+    def evaluate(exported: dict) -> dict:
+        """Challenger vs champion vs naive baseline on the holdout; the report."""
+        from pathlib import Path
+
+        from signalops.config import load_settings
+        from signalops.training import retrain as steps
+
+        with task_errors():
+            result = steps.evaluate(load_settings(), Path(exported["run_dir"]))
+        log.info("%s", result.summary)
+        return result.as_dict()
+
+    @task.branch
+    def gate(evaluated: dict) -> str:
+        """Register what passed the evaluation gate; close the run of what did not."""
+        return "register" if evaluated["figures"]["passed"] else "reject"
+
+    @task(outlets=[CHALLENGER_REGISTERED])
+    def register(evaluated: dict, outlet_events: Any = None) -> dict:
+        """New model version with every artifact; alias challenger (champion if first)."""
+        from pathlib import Path
+
+        from signalops.alerts import AlertError, send_alert
+        from signalops.config import load_settings
+        from signalops.training import retrain as steps
+
+        settings = load_settings()
+        with task_errors():
+            result = steps.register(settings, Path(evaluated["run_dir"]))
+        outlet_events[CHALLENGER_REGISTERED].extra = {
+            "signal": settings.signal_name,
+            **result.figures,
+            "mlflow_run_id": result.mlflow_run_id,
+        }
+        try:
+            send_alert(steps.outcome_alert(settings, result, registered=True), settings.alerts)
+        except AlertError as exc:
+            log.error("could not send the alert: %s", exc)
+        log.info("%s", result.summary)
+        return result.as_dict()
+
+    @task
+    def reject(evaluated: dict) -> dict:
+        """The gate said no: record why in MLflow, tell the team, register nothing."""
+        from pathlib import Path
+
+        from signalops.alerts import AlertError, send_alert
+        from signalops.config import load_settings
+        from signalops.training import retrain as steps
+
+        settings = load_settings()
+        with task_errors():
+            result = steps.reject(settings, Path(evaluated["run_dir"]))
+        try:
+            send_alert(steps.outcome_alert(settings, result, registered=False), settings.alerts)
+        except AlertError as exc:
+            log.error("could not send the alert: %s", exc)
+        log.info("%s", result.summary)
+        return result.as_dict()
+
+    evaluated = evaluate(export_parity(train(assemble())))
+    gate(evaluated) >> [register(evaluated), reject(evaluated)]
+
+
+retrain()
