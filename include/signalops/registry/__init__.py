@@ -221,8 +221,8 @@ class Registry:
     def _source(self, version: str) -> tuple[str, str]:
         """(run id, artifact path) of a version registered from ``runs:/<run>/<path>``."""
         mv = self.client.get_model_version(self.name, str(version))
-        prefix = f"runs:/{mv.run_id}/"
-        path = mv.source[len(prefix) :] if mv.source.startswith(prefix) else MODEL_DIR
+        prefix, source = f"runs:/{mv.run_id}/", str(mv.source or "")
+        path = source[len(prefix) :] if source.startswith(prefix) else MODEL_DIR
         return str(mv.run_id), path
 
     def download_version(self, version: str, dst: Path) -> Path:
