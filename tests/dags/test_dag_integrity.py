@@ -12,7 +12,7 @@ from airflow.dag_processing.dagbag import DagBag
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS_DIR = REPO / "dags"
-EXPECTED = {"market_data", "features"}
+EXPECTED = {"market_data", "features", "retrain"}
 HEAVY = (
     "pandas",
     "numpy",

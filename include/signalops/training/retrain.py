@@ -630,12 +630,14 @@ def register(settings: Settings, run_dir: Path) -> StepResult:
     from signalops.registry import Registry
 
     state = _state(run_dir)
-    run_id, action = state["mlflow_run_id"], state["action"]
+    run_id, action = state["mlflow_run_id"], state.get("action")
+    parity_file = run_dir / c.PARITY_JSON
+    parity = json.loads(parity_file.read_text()) if parity_file.exists() else None
+    if parity is None or not parity["passed"]:  # never register what failed parity
+        failures = parity["failures"] if parity else ["no parity check on record"]
+        raise BadInputError(f"register {run_dir.name}: parity failed: {failures}")
     if action not in (c.ALIAS_CHAMPION, c.ALIAS_CHALLENGER):
-        raise BadInputError(f"register: the gate did not pass (action {action!r})")
-    parity = json.loads((run_dir / c.PARITY_JSON).read_text())
-    if not parity["passed"]:  # never register what failed parity, whatever the caller says
-        raise BadInputError(f"register: parity failed: {parity['failures']}")
+        raise BadInputError(f"register {run_dir.name}: the gate did not pass (action {action!r})")
     registry = Registry(settings)
     dataset, booster = load_dataset(run_dir), _booster(run_dir)
     version = registry.run_tags(run_id).get(c.TAG_MODEL_VERSION)
