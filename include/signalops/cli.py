@@ -45,6 +45,43 @@ def _summary(settings: Settings) -> dict[str, Any]:
     finally:
         online.close()
     return {
+        **_base_summary(settings, stats, offline, vectors),
+        "registry": _registry_summary(settings),
+    }
+
+
+def _registry_summary(settings: Settings) -> dict[str, Any]:
+    from signalops.registry import Registry
+    from signalops.registry import contracts as c
+
+    registry = Registry(settings)
+    aliases = registry.aliases()
+    versions = []
+    if aliases or registry.client.search_registered_models(f"name = '{registry.name}'"):
+        for mv in registry.client.search_model_versions(f"name = '{registry.name}'"):
+            tags = mv.tags or {}
+            versions.append(
+                {
+                    "version": str(mv.version),
+                    # search results carry no aliases on the SQL store: map them here
+                    "aliases": sorted(a for a, v in aliases.items() if v == str(mv.version)),
+                    "feature_set": tags.get(c.TAG_FEATURE_SET),
+                    "parity_error": tags.get(c.TAG_PARITY_ERROR),
+                    "run_id": mv.run_id,
+                }
+            )
+    return {
+        "tracking_uri": registry.tracking_uri,
+        "model": registry.name,
+        "aliases": aliases,
+        "versions": sorted(versions, key=lambda v: int(v["version"])),
+    }
+
+
+def _base_summary(
+    settings: Settings, stats: Any, offline: dict[str, Any], vectors: dict[str, Any]
+) -> dict[str, Any]:
+    return {
         "state_dir": str(settings.state_dir.resolve()),
         "warehouse": settings.warehouse_url.split("@")[-1],
         "bars": {

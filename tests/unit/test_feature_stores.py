@@ -128,3 +128,13 @@ def test_rerun_and_new_version_backfill(settings: Settings, synthetic) -> None:
     assert store.read_spec("v2")["names"] == get_feature_set("v2").names
     published = publish_online(settings, "v2")
     assert published["symbols"] == 2 and published["backend"] == "warehouse table"
+
+
+def test_sortedness_check_of_offline_reads() -> None:
+    from signalops.features.offline_store import _sorted_by_symbol_ts
+
+    ts = pd.date_range("2026-01-01", periods=3, freq="5min", tz="UTC")
+    good = pd.DataFrame({"symbol": ["A", "A", "A", "B", "B", "B"], "ts": [*ts, *ts]})
+    assert _sorted_by_symbol_ts(good)
+    assert not _sorted_by_symbol_ts(good.iloc[[0, 2, 1, 3, 4, 5]])  # time goes back
+    assert not _sorted_by_symbol_ts(good.iloc[[3, 4, 5, 0, 1, 2]])  # symbols out of order

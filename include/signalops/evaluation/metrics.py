@@ -66,7 +66,7 @@ def trading_metrics(
     data = pd.DataFrame(
         {
             "symbol": frame["symbol"].to_numpy(),
-            "ts": frame["ts"].to_numpy(),
+            "ts": frame["ts"].array,  # keeps datetime64 (to_numpy would box tz-aware values)
             "ret": frame["label_return"].to_numpy(),
             "p": np.asarray(p),
         }

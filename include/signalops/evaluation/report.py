@@ -66,7 +66,7 @@ def evaluate(
             y,
             challenger.p,
             champion.p,
-            holdout["ts"].to_numpy(),
+            pd.to_datetime(holdout["ts"], utc=True).dt.tz_localize(None).to_numpy("datetime64[ns]"),
             cfg.primary_metric,
             cfg.bootstrap_samples,
             cfg.confidence,

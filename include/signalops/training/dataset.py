@@ -89,9 +89,9 @@ def assemble_dataset(
     missing = [n for n in feature_set.names if n not in frame.columns]
     if missing:
         raise BadInputError(f"offline store for {feature_set.version} lacks features {missing}")
-    labeled = frame[frame[LABEL_UP].notna()]
+    columns = ["symbol", "ts", *feature_set.names, LABEL_RETURN, LABEL_UP]
+    labeled = frame.loc[frame[LABEL_UP].notna().to_numpy(), columns]
     labeled = labeled.sort_values(["ts", "symbol"], kind="stable").reset_index(drop=True)
-    labeled = labeled[["symbol", "ts", *feature_set.names, LABEL_RETURN, LABEL_UP]]
     if len(labeled) < settings.training.min_rows:
         raise InsufficientDataError(len(labeled), settings.training.min_rows, where)
     digest = hashlib.sha256()

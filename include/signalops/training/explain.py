@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-MAX_ROWS = 20_000  # evenly spaced rows of the holdout: stable means, bounded cost
+MAX_ROWS = 10_000  # evenly spaced holdout rows: stable means at a bounded cost
 
 
 def shap_importance(booster: Any, x: np.ndarray, feature_names: list[str]) -> dict[str, float]:

@@ -608,7 +608,16 @@ def _mlflow_model_dir(run_dir: Path, booster: Any, n_features: int) -> Path:
         inputs=Schema([ColSpec("float", f"f{i}") for i in range(n_features)]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]),
     )
-    mlflow.xgboost.save_model(booster, str(staging), model_format="ubj", signature=signature)
+    import xgboost
+
+    # Explicit requirements: MLflow would otherwise infer them in a subprocess (~15 s).
+    mlflow.xgboost.save_model(
+        booster,
+        str(staging),
+        model_format="ubj",
+        signature=signature,
+        pip_requirements=[f"xgboost=={xgboost.__version__}", f"numpy=={np.__version__}"],
+    )
     for name in (
         c.ONNX_MODEL,
         c.FEATURE_SPEC,
@@ -709,15 +718,27 @@ def outcome_alert(settings: Settings, result: StepResult, registered: bool) -> A
     )
 
 
-def run_all(settings: Settings, request: RetrainRequest) -> dict[str, StepResult]:
+def run_all(
+    settings: Settings, request: RetrainRequest, timings: dict[str, float] | None = None
+) -> dict[str, StepResult]:
     """Every step in order, in this process (the CLI and the benchmark use it)."""
     run_dir = write_request(settings, request)
-    results = {"assemble": assemble(settings, run_dir)}
-    results["train"] = train(settings, run_dir)
-    results["export"] = export(settings, run_dir)
-    results["evaluate"] = evaluate(settings, run_dir)
+    results: dict[str, StepResult] = {}
+    timings = {} if timings is None else timings
+    for name, step in (
+        ("assemble", assemble),
+        ("train", train),
+        ("export", export),
+        ("evaluate", evaluate),
+    ):
+        started = time.perf_counter()
+        results[name] = step(settings, run_dir)
+        timings[name] = time.perf_counter() - started
+    started = time.perf_counter()
     if results["evaluate"].figures["passed"]:
         results["register"] = register(settings, run_dir)
+        timings["register"] = time.perf_counter() - started
     else:
         results["reject"] = reject(settings, run_dir)
+        timings["reject"] = time.perf_counter() - started
     return results
