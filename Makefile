@@ -61,6 +61,7 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 
 bench: $(STAMP)  ## run the benchmarks under bench/
 	$(PY) bench/features.py
+	$(PY) bench/retrain.py --repeats 3
 
 constraints: $(STAMP)  ## re-pin constraints.txt from the current venv
 	{ echo "# Full, transitive pin set for requirements.txt + requirements-dev.txt on Python 3.11"; \

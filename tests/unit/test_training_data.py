@@ -115,3 +115,19 @@ def test_weighted_bootstrap_metric_equals_metric_on_the_resampled_rows(metric: s
         idx = rng.integers(0, 500, 500)
         w = np.bincount(idx, minlength=500).astype(float)
         assert weighted(w) == pytest.approx(fn(y[idx], p[idx]), abs=1e-12)
+
+
+def test_column_profile_matches_numpy_quantiles_and_histogram() -> None:
+    from signalops.drift.profile import column_profile
+
+    rng = np.random.default_rng(5)
+    for base in (rng.normal(size=10_001), np.round(rng.exponential(size=5000), 1)):
+        values = np.concatenate([base, [np.nan, np.inf]])  # non-finite values are dropped
+        prof = column_profile(values, bins=10, sample_size=100)
+        finite = values[np.isfinite(values)]
+        inner = np.unique(np.quantile(finite, np.linspace(0, 1, 11)[1:-1]))
+        assert np.allclose(prof["edges"], inner, rtol=0, atol=1e-12)
+        expected = np.histogram(finite, bins=np.concatenate(([-np.inf], inner, [np.inf])))[0]
+        assert prof["counts"] == expected.tolist() and sum(prof["counts"]) == len(finite)
+        assert prof["n"] == len(finite) and len(prof["sample"]) == 100
+        assert prof["sample"] == sorted(prof["sample"])

@@ -38,7 +38,7 @@ from signalops.windows import parse_ts, resolve_window
 
 log = logging.getLogger(__name__)
 
-DATASET = "dataset.parquet"
+DATASET = "dataset.arrow"  # Arrow IPC (zstd): the run's exact training rows
 DATASET_META = "dataset.json"
 REQUEST = "request.json"
 SPLIT = "split.npz"
@@ -192,6 +192,23 @@ def _save_state(run_dir: Path, **updates: Any) -> dict[str, Any]:
 # assemble
 
 
+def write_arrow(path: Path, table: pa.Table) -> None:
+    """Arrow IPC file, zstd-compressed, written atomically."""
+    import os
+    import tempfile
+
+    from pyarrow import feather
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    os.close(fd)
+    try:
+        feather.write_feather(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def training_key(settings: Settings, dataset: Dataset, request: RetrainRequest) -> str:
     """Same data snapshot and same training settings: the same model (training is seeded)."""
     payload = {
@@ -219,7 +236,11 @@ def assemble(settings: Settings, run_dir: Path) -> StepResult:
         if existing is not None:
             raise AlreadyTrained(existing.version, key)
 
-    atomic_write_table(run_dir / DATASET, pa.Table.from_pandas(dataset.frame, preserve_index=False))
+    # Features as float32 (what XGBoost and ONNX consume); Arrow IPC writes and reads several
+    # times faster than Parquet, and every later task reads this file.
+    frame32 = dataset.frame.astype(dict.fromkeys(dataset.feature_names, "float32"))
+    write_arrow(run_dir / DATASET, pa.Table.from_pandas(frame32, preserve_index=False))
+    del frame32
     meta = {
         "feature_names": dataset.feature_names,
         "feature_set_version": dataset.feature_set_version,
@@ -279,7 +300,9 @@ def assemble(settings: Settings, run_dir: Path) -> StepResult:
 
 def load_dataset(run_dir: Path) -> Dataset:
     meta = json.loads((run_dir / DATASET_META).read_text())
-    frame = pd.read_parquet(run_dir / DATASET)
+    from pyarrow import feather
+
+    frame = feather.read_feather(run_dir / DATASET)
     return Dataset(
         frame,
         meta["feature_names"],
