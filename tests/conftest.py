@@ -56,7 +56,7 @@ def bars(synthetic: SyntheticSource) -> pd.DataFrame:
 @contextmanager
 def fresh_pg_database(prefix: str = "signalops_test") -> Iterator[str]:
     """Create a new PostgreSQL database, yield its SQLAlchemy URL, drop it afterwards."""
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -96,7 +96,7 @@ def pg_url(pg_database: str) -> Iterator[str]:
     yield pg_database
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     import redis
 

@@ -173,6 +173,82 @@ class AlertSettings(_Section):
     slack_base_url: str | None = Field(None, description="override the Slack API base URL")
 
 
+class RiskSettings(_Section):
+    """The sidecar's risk guard: a blocked signal becomes HOLD with the reason."""
+
+    min_confidence: float = Field(0.0, ge=0, le=1, description="max(p, 1-p) below this: HOLD")
+    timezone: str = "UTC"
+    trading_hours: tuple[str, str] | None = Field(
+        None, description='["HH:MM", "HH:MM"] local trading window; none: around the clock'
+    )
+    trading_days: tuple[int, ...] = Field(
+        (0, 1, 2, 3, 4, 5, 6), description="ISO weekdays minus one: 0 = Monday"
+    )
+    max_trades_per_day: int = Field(10_000, ge=0)
+    max_daily_loss: float = Field(0.05, gt=0, description="circuit breaker, fraction of equity")
+    max_drawdown: float = Field(0.10, gt=0, description="circuit breaker, fraction from peak")
+    max_consecutive_losses: int = Field(5, ge=1)
+
+
+class EnsembleSettings(_Section):
+    """A served name whose P(up) combines several signals' models."""
+
+    name: str
+    members: dict[str, float] = Field(description="signal -> weight (> 0)")
+    method: Literal["average", "vote"] = Field(
+        "average", description="weighted mean of P(up), or weighted share of up-votes"
+    )
+
+    @field_validator("members")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value or any(w <= 0 for w in value.values()):
+            raise ValueError("an ensemble needs members with positive weights")
+        return value
+
+
+class ServingSettings(_Section):
+    """The sidecar (``python -m signalops.serving``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(0, ge=0, description="server processes; 0: one per core")
+    signals: tuple[str, ...] = Field(
+        (), description="registered models to serve; default: signal_name"
+    )
+    poll_interval_s: float = Field(5.0, gt=0, description="how often aliases are polled")
+    max_body_bytes: int = Field(1_048_576, gt=0)
+    max_batch_rows: int = Field(1_000, gt=0)
+    max_feature_age_s: float = Field(900.0, gt=0, description="online features older: 422")
+    feature_cache_ttl_s: float = Field(1.0, ge=0, description="in-process online-feature cache")
+    buy_threshold: float = Field(0.55, gt=0, lt=1)
+    sell_threshold: float = Field(0.45, gt=0, lt=1)
+    admin_token: str | None = Field(
+        None, description="bearer token for /v1/admin/*; from SIGNALOPS_SERVING__ADMIN_TOKEN"
+    )
+    log_batch_size: int = Field(500, gt=0)
+    log_flush_interval_s: float = Field(0.2, gt=0)
+    risk: RiskSettings = RiskSettings()
+    ensembles: tuple[EnsembleSettings, ...] = Field(
+        (), description="combined signals served under their own name (YAML)"
+    )
+
+    @field_validator("signals", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return (
+            tuple(v.strip() for v in value.split(",") if v.strip())
+            if isinstance(value, str)
+            else value
+        )
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> ServingSettings:
+        if self.sell_threshold > self.buy_threshold:
+            raise ValueError("serving.sell_threshold must not exceed serving.buy_threshold")
+        return self
+
+
 class Settings(_Section):
     state_dir: Path = Path(".signalops")
     signal_name: str = "direction_1h"
@@ -184,6 +260,7 @@ class Settings(_Section):
     training: TrainingSettings = TrainingSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     alerts: AlertSettings = AlertSettings()
+    serving: ServingSettings = ServingSettings()
 
     @property
     def warehouse_url(self) -> str:

@@ -45,6 +45,26 @@ online_features_table = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+predictions_table = sa.Table(
+    "predictions",
+    metadata,
+    # Key: one row per (request, batch row, model that scored it): an ensemble's members and
+    # a shadow challenger each get their own row; replays after an outage never duplicate.
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("row_index", sa.Integer, primary_key=True),  # position in a batch request
+    sa.Column("signal_name", sa.String(128), primary_key=True),
+    sa.Column("role", sa.String(16), primary_key=True),  # champion | challenger | shadow
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("symbol", sa.String(64), nullable=True, index=True),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("features_hash", sa.String(32), nullable=False),
+    sa.Column("features_ts", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("probability", sa.Float(53), nullable=False),
+    sa.Column("signal", sa.String(8), nullable=False),  # BUY | SELL | HOLD
+    sa.Column("risk_decision", sa.String(256), nullable=False),
+    sa.Column("latency_ms", sa.Float(53), nullable=False),
+)
+
 UPSERT_CHUNK = 2_000
 
 

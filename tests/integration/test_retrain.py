@@ -20,10 +20,11 @@ import sqlalchemy as sa
 
 from signalops.config import Settings, load_settings
 from signalops.features.offline_store import OfflineStore
+from signalops.onnx_model import load_session, predict_onnx
 from signalops.registry import Registry
 from signalops.registry import contracts as c
 from signalops.training import retrain as steps
-from signalops.training.onnx_export import ParityError, load_session, predict_onnx
+from signalops.training.onnx_export import ParityError
 from tests.conftest import TRAIN_END, TRAIN_SYMBOLS, copy_lake
 from tests.integration.test_airflow_dags import _stack
 from tests.slack_recorder import slack_recorder

@@ -19,11 +19,9 @@ import numpy as np
 
 from signalops.errors import BadInputError
 from signalops.files import atomic_write_bytes
+from signalops.onnx_model import INPUT_NAME, load_session, predict_onnx
 
 log = logging.getLogger(__name__)
-
-INPUT_NAME = "features"
-OUTPUT_NAME = "probabilities"
 
 
 class ParityError(BadInputError):
@@ -50,31 +48,6 @@ class ParityReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
-
-
-def session_options() -> Any:
-    """onnxruntime tuned for a small machine: one intra-op thread, no spinning."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return options
-
-
-def load_session(model: bytes | Path) -> Any:
-    import onnxruntime as ort
-
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, session_options(), providers=["CPUExecutionProvider"])
-
-
-def predict_onnx(session: Any, x: np.ndarray) -> np.ndarray:
-    """P(up) for each row of ``x`` (float32), asking for the probability tensor only."""
-    out = session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})[0]
-    return np.asarray(out[:, 1], dtype=np.float64)
 
 
 def export_onnx(booster: Any, n_features: int, path: Path) -> bytes:

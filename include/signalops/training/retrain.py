@@ -474,8 +474,8 @@ def _champion_scores(
 ) -> tuple[Any, np.ndarray | None, str | None]:
     """The current champion's P(up) on the holdout rows (its own feature set, via ONNX)."""
     from signalops.features.offline_store import OfflineStore
+    from signalops.onnx_model import load_session, predict_onnx
     from signalops.registry import Registry
-    from signalops.training.onnx_export import load_session, predict_onnx
 
     registry = Registry(settings)
     champion = registry.by_alias(c.ALIAS_CHAMPION)

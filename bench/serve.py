@@ -1,0 +1,264 @@
+"""Benchmark: the sidecar against `mlflow models serve` on the same registered model.
+
+Same machine, same load for every server: wrk (Debian package `wrk`), 1 thread,
+8 connections, one row per request, ``--duration`` seconds each (default 10), one server
+worker process (the load generator takes the other core). Measured:
+
+* the sidecar's ``/invocations`` (MLflow scoring protocol, one row);
+* the sidecar's ``/v1/signals`` by symbol (online features in Redis, prediction log on,
+  to PostgreSQL when ``--pg-url`` is reachable, else the SQLite warehouse);
+* ``mlflow models serve`` on the same version (``models:/<signal>@champion``), ``/invocations``;
+* a null endpoint on the sidecar's own HTTP stack (reads the body, returns a constant).
+
+Prints req/s, p50 and p99 for each, the ratios (targets: sidecar >= 15x mlflow's
+throughput, >= 0.6x the null endpoint, p99 <= 5 ms) and the sidecar's resident memory with
+two models loaded (target <= 300 MB).
+
+    .venv/bin/python bench/serve.py [--duration 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            sys.exit(f"server exited:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    proc.kill()
+    sys.exit(f"server not ready at {url}:\n{log.read_text()[-3000:]}")
+
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[%s]]
+"""
+
+
+def wrk(url: str, body: str, duration: int, workdir: Path) -> dict[str, float]:
+    script = workdir / f"post-{uuid.uuid4().hex[:6]}.lua"
+    script.write_text(LUA % body)
+    out = subprocess.run(
+        ["wrk", "-t1", "-c8", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(label: str) -> float:
+        m = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)\b", out)
+        assert m, out
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {
+        "rps": rps,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "non_2xx": float(non2xx.group(1)) if non2xx else 0.0,
+        "socket_errors": 1.0 if errors else 0.0,
+    }
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument(
+        "--pg-url", default="postgresql+psycopg2://postgres@localhost:5432/postgres"
+    )
+    parser.add_argument("--redis-url", default="redis://localhost:6379/15")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+
+    from signalops.config import load_settings
+    from signalops.features.pipeline import publish_online
+    from signalops.training import retrain as steps
+    from tests.conftest import TRAIN_END, TRAIN_START, build_lake
+
+    work = Path(tempfile.mkdtemp(prefix="signalops-bench-serve-"))
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    env_over = {
+        "SIGNALOPS_STATE_DIR": str(work / "state"),
+        "SIGNALOPS_MARKET__SYMBOLS": "AAA,BBB,CCC",
+        "SIGNALOPS_ONLINE_STORE__REDIS_URL": args.redis_url,
+        "SIGNALOPS_ONLINE_STORE__KEY_PREFIX": prefix,
+        "SIGNALOPS_SERVING__MAX_FEATURE_AGE_S": "1e10",
+        "SIGNALOPS_EVALUATION__BOOTSTRAP_SAMPLES": "100",
+    }
+    pg_db = None
+    try:
+        import sqlalchemy as sa
+
+        admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
+        pg_db = f"signalops_bench_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{pg_db}"'))
+        env_over["SIGNALOPS_WAREHOUSE__URL"] = (
+            sa.make_url(args.pg_url).set(database=pg_db).render_as_string(hide_password=False)
+        )
+    except Exception as exc:
+        print(f"PostgreSQL not reachable ({exc}); the prediction log goes to SQLite")
+        pg_db = None
+    settings = load_settings(env=env_over, config_file=None)
+    print("setup: synthetic history, features, two registered versions (champion + challenger)")
+    build_lake(settings, TRAIN_START, TRAIN_END)
+    steps.run_all(settings, steps.plan_request(settings, {}, run_key="bench-v1"))
+    steps.run_all(settings, steps.plan_request(settings, {"force": True}, run_key="bench-v2"))
+    publish_online(settings)
+    names = json.loads(
+        (steps.run_directory(settings, "bench-v1") / "feature_spec.json").read_text()
+    )["names"]
+    row = [0.01 * i for i in range(len(names))]
+    split_f = json.dumps(
+        {"dataframe_split": {"columns": [f"f{i}" for i in range(len(names))], "data": [row]}}
+    )
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALOPS_")}
+    env.update(env_over)
+    results: dict[str, dict[str, float]] = {}
+    side_port, mlflow_port = free_port(), free_port()
+    side_log, mlflow_log = work / "sidecar.log", work / "mlflow.log"
+    with open(side_log, "wb") as log_handle:
+        side = subprocess.Popen(
+            [sys.executable, "-m", "signalops.serving", "--workers", "1", "--port", str(side_port)],
+            env=env,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+        )
+        try:
+            base = f"http://127.0.0.1:{side_port}"
+            wait_ready(f"{base}/ready", side, side_log)
+            for name, path, body in (
+                ("sidecar /invocations", "/invocations", split_f),
+                (
+                    "sidecar /v1/signals (Redis, log on)",
+                    "/v1/signals",
+                    json.dumps({"symbol": "AAA"}),
+                ),
+                ("null endpoint (same HTTP stack)", "/null", split_f),
+            ):
+                check = httpx.post(base + path, content=body, timeout=5)
+                assert check.status_code == 200, check.text
+                wrk(base + path, body, 2, work)  # warm-up
+                results[name] = wrk(base + path, body, args.duration, work)
+                print(f"  {name}: {results[name]}")
+            memory = rss_mb(side.pid)
+            models = httpx.get(f"{base}/v1/models").json()["models"]
+        finally:
+            side.terminate()
+            side.wait(timeout=30)
+    with open(mlflow_log, "wb") as log_handle:
+        mlflow_env = dict(env, MLFLOW_TRACKING_URI=settings.mlflow_tracking_uri)
+        mlflow = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("mlflow")),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{settings.signal_name}@champion",
+                "--env-manager",
+                "local",
+                "--workers",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+            ],
+            env=mlflow_env,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+        )
+        try:
+            base = f"http://127.0.0.1:{mlflow_port}"
+            wait_ready(f"{base}/ping", mlflow, mlflow_log)
+            check = httpx.post(
+                base + "/invocations",
+                content=split_f,
+                headers={"Content-Type": "application/json"},
+                timeout=5,
+            )
+            assert check.status_code == 200, check.text
+            wrk(base + "/invocations", split_f, 2, work)
+            results["mlflow models serve /invocations"] = wrk(
+                base + "/invocations", split_f, args.duration, work
+            )
+            print(f"  mlflow: {results['mlflow models serve /invocations']}")
+        finally:
+            mlflow.terminate()
+            mlflow.wait(timeout=30)
+
+    ml = results["mlflow models serve /invocations"]["rps"]
+    null = results["null endpoint (same HTTP stack)"]["rps"]
+    print(f"\nwrk -t1 -c8 -d{args.duration}s, one row per request, one server worker")
+    print(
+        f"{'server':40s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} "
+        f"{'x mlflow':>9s} {'x null':>7s}"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:40s} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
+            f"{r['rps'] / ml:9.1f} {r['rps'] / null:7.2f}"
+        )
+        if r["non_2xx"] or r["socket_errors"]:
+            print(
+                f"  ! {name}: {int(r['non_2xx'])} non-2xx responses, "
+                f"socket errors: {bool(r['socket_errors'])}"
+            )
+    print(
+        f"sidecar resident memory with {len(models)} models loaded: {memory:.0f} MB "
+        f"(target 300 MB: ratio {memory / 300:.2f})"
+    )
+    if pg_db:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)'))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

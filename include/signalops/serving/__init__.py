@@ -1,0 +1,1 @@
+"""The serving sidecar: ``python -m signalops.serving`` (see ``app``). Never imports training."""

@@ -1,0 +1,58 @@
+"""Prometheus metrics of the sidecar (one registry per process; with several worker
+processes, set PROMETHEUS_MULTIPROC_DIR and they are aggregated on scrape)."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "signalops_http_requests", "HTTP requests", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "signalops_http_request_seconds",
+            "HTTP request latency",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "signalops_errors", "Errors by endpoint and kind", ["endpoint", "kind"], registry=r
+        )
+        self.predictions = Counter(
+            "signalops_predictions", "Rows scored", ["signal", "version", "role"], registry=r
+        )
+        self.model_latency = Histogram(
+            "signalops_prediction_seconds",
+            "Scoring latency by model version and role",
+            ["signal", "version", "role"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.reloads = Gauge("signalops_model_reloads", "Model swaps so far", registry=r)
+        self.log_depth = Gauge("signalops_prediction_log_depth", "Rows buffered", registry=r)
+        self.spilled = Gauge("signalops_prediction_log_spilled", "Rows spilled to disk", registry=r)
+
+    def render(self) -> tuple[bytes, str]:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

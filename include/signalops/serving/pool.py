@@ -1,0 +1,230 @@
+"""The model pool: the ONNX sessions the registry's aliases point at, swapped atomically.
+
+For each served signal the pool holds an immutable :class:`SignalModels` snapshot (the
+champion, the challenger when there is one, and the canary weight). A poller thread asks
+the registry every ``poll_interval_s`` which versions hold the aliases; when one changes it
+downloads the version, builds the session, checks the feature spec, warms it up, and only
+then replaces the snapshot (one reference assignment: a request reads one snapshot and
+never sees a half-loaded model). A version that fails to load is not swapped in: the old
+one keeps serving and an alert is raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from signalops.onnx_model import INPUT_NAME, OUTPUT_NAME, load_session, predict_onnx
+from signalops.registry import contracts as c
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(Exception):
+    """A registered version cannot be served (missing file, bad graph, spec mismatch)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    signal: str
+    version: str
+    session: Any
+    feature_names: tuple[str, ...]
+    feature_set_version: str
+    horizon_bars: int
+    loaded_at: float
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return predict_onnx(self.session, x)
+
+    def describe(self, role: str) -> dict[str, Any]:
+        return {
+            "signal": self.signal,
+            "version": self.version,
+            "role": role,
+            "feature_set_version": self.feature_set_version,
+            "features": list(self.feature_names),
+            "horizon_bars": self.horizon_bars,
+            "loaded_at": self.loaded_at,
+        }
+
+
+@dataclass(frozen=True)
+class SignalModels:
+    """What one signal serves right now (replaced whole, never mutated)."""
+
+    champion: LoadedModel | None = None
+    challenger: LoadedModel | None = None
+    canary_weight: float = 0.0
+
+
+def load_model(signal: str, version: str, folder: Path) -> LoadedModel:
+    """Build and check a session from a downloaded version folder."""
+    onnx_path, spec_path = folder / c.ONNX_MODEL, folder / c.FEATURE_SPEC
+    for path in (onnx_path, spec_path):
+        if not path.is_file():
+            raise ModelLoadError(f"{signal} v{version}: {path.name} is missing from the version")
+    try:
+        spec = json.loads(spec_path.read_text())
+        names = tuple(spec["names"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{signal} v{version}: unreadable {c.FEATURE_SPEC}: {exc}") from None
+    try:
+        session = load_session(onnx_path)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelLoadError(f"{signal} v{version}: onnxruntime cannot load it: {exc}") from None
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+        raise ModelLoadError(
+            f"{signal} v{version}: graph needs input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, "
+            f"has {sorted(inputs)} -> {sorted(outputs)}"
+        )
+    width = inputs[INPUT_NAME].shape[-1]
+    if isinstance(width, int) and width != len(names):
+        raise ModelLoadError(
+            f"{signal} v{version}: the graph takes {width} features, the spec names {len(names)}"
+        )
+    try:  # warm-up: the first run allocates; do it before any request sees the model
+        p = predict_onnx(session, np.zeros((1, len(names)), dtype=np.float32))
+    except Exception as exc:
+        raise ModelLoadError(f"{signal} v{version}: warm-up inference failed: {exc}") from None
+    if not (p.shape == (1,) and 0.0 <= float(p[0]) <= 1.0):
+        raise ModelLoadError(f"{signal} v{version}: warm-up gave {p!r}, not a probability")
+    return LoadedModel(
+        signal=signal,
+        version=str(version),
+        session=session,
+        feature_names=names,
+        feature_set_version=str(spec.get("feature_set_version", "?")),
+        horizon_bars=int(spec.get("label", {}).get("horizon_bars", 0)),
+        loaded_at=time.time(),
+    )
+
+
+@dataclass
+class PoolStats:
+    reloads: int = 0
+    reload_failures: int = 0
+    last_poll: float = 0.0
+    last_error: str | None = None
+    failed_versions: dict[str, str] = field(default_factory=dict)
+
+
+class ModelPool:
+    """Serves the registry's aliases for each signal; follows them by polling."""
+
+    def __init__(
+        self,
+        settings: Any,
+        signals: list[str],
+        on_alert: Callable[[str, str], None] | None = None,
+    ):
+        self.settings = settings
+        self.signals = signals
+        self.models: dict[str, SignalModels] = {s: SignalModels() for s in signals}
+        self.stats = PoolStats()
+        self._on_alert = on_alert
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one refresh at a time (poller or admin reload)
+        self._cache = Path(tempfile.mkdtemp(prefix="signalops-models-"))
+        self._registries: dict[str, Any] = {}
+
+    def _registry(self, signal: str) -> Any:
+        from signalops.registry import Registry
+
+        if signal not in self._registries:
+            self._registries[signal] = Registry(self.settings, signal)
+        return self._registries[signal]
+
+    def refresh(self) -> list[str]:
+        """Check every signal's aliases once; swap in what changed. Returns what changed."""
+        with self._lock:
+            changes = []
+            for signal in self.signals:
+                changes += self._refresh_signal(signal)
+            self.stats.last_poll = time.time()
+            return changes
+
+    def _refresh_signal(self, signal: str) -> list[str]:
+        registry = self._registry(signal)
+        aliases = registry.aliases()
+        try:
+            weight = float(registry.model_tags().get(c.CANARY_WEIGHT_TAG, "0")) if aliases else 0.0
+        except ValueError:
+            weight = 0.0
+        current = self.models[signal]
+        loaded: dict[str, LoadedModel | None] = {}
+        changes = []
+        for role in (c.ALIAS_CHAMPION, c.ALIAS_CHALLENGER):
+            version = aliases.get(role)
+            have = getattr(current, role)
+            if version is None:
+                loaded[role] = None
+                if have is not None:
+                    changes.append(f"{signal}@{role}: v{have.version} -> none")
+                continue
+            if have is not None and have.version == version:
+                loaded[role] = have
+                continue
+            if self.stats.failed_versions.get(f"{signal}/{version}"):
+                loaded[role] = have  # known bad: keep serving the old one, do not retry
+                continue
+            try:
+                folder = registry.download_version(version, self._cache / signal / version)
+                loaded[role] = load_model(signal, version, folder)
+            except Exception as exc:  # anything: the old model must keep serving
+                reason = f"{signal}@{role} v{version} not loaded: {exc}"
+                self.stats.reload_failures += 1
+                self.stats.last_error = reason
+                self.stats.failed_versions[f"{signal}/{version}"] = reason
+                log.error("%s; still serving %s", reason, f"v{have.version}" if have else "nothing")
+                if self._on_alert:
+                    self._on_alert(f"signalops sidecar: {signal} v{version} not loaded", reason)
+                loaded[role] = have
+                continue
+            changes.append(
+                f"{signal}@{role}: {('v' + have.version) if have else 'none'} -> v{version}"
+            )
+        snapshot = SignalModels(
+            champion=loaded[c.ALIAS_CHAMPION],
+            challenger=loaded[c.ALIAS_CHALLENGER],
+            canary_weight=min(1.0, max(0.0, weight)),
+        )
+        if snapshot != current:
+            self.models[signal] = snapshot  # the atomic swap
+            if changes:
+                self.stats.reloads += len(changes)
+                log.info("model pool: %s", "; ".join(changes))
+        return changes
+
+    def start(self, interval_s: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    self.refresh()
+                except Exception as exc:  # registry unreachable: keep serving, try again
+                    self.stats.last_error = f"poll failed: {exc}"
+                    log.warning("model pool: poll failed: %s", exc)
+
+        self._thread = threading.Thread(target=loop, name="model-pool-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    @property
+    def ready(self) -> bool:
+        return any(m.champion is not None for m in self.models.values())

@@ -1,0 +1,181 @@
+"""The risk guard: a signal that breaks a rule becomes HOLD, with the rule as its reason.
+
+Rules (``serving.risk``): minimum confidence; trading hours and days in a timezone; a
+maximum number of trades (BUY/SELL signals let through) per day; a circuit breaker on the
+day's loss, the drawdown from the equity peak, and consecutive losing trades, fed by
+``POST /v1/risk/trade-result``. State lives in Redis when ``online_store.redis_url`` is
+set (shared by every worker process), else in this process.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, time
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from signalops.config import RiskSettings
+
+
+@dataclass(frozen=True)
+class RiskDecision:
+    allowed: bool
+    reason: str  # "ok" or the rule that blocked it
+
+    def as_text(self) -> str:
+        return "allowed" if self.allowed else f"blocked: {self.reason}"
+
+
+class RiskState(Protocol):
+    def get(self, day: str) -> dict[str, float]: ...
+    def incr_trades(self, day: str, by: int) -> int: ...
+    def record_trade(self, day: str, pnl: float) -> dict[str, float]: ...
+    def reset(self, day: str) -> None: ...
+
+
+class LocalRiskState:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._days: dict[str, dict[str, float]] = {}
+        self._equity = {"equity": 0.0, "peak": 0.0, "consecutive_losses": 0.0}
+
+    def _day(self, day: str) -> dict[str, float]:
+        return self._days.setdefault(day, {"trades": 0.0, "pnl": 0.0})
+
+    def get(self, day: str) -> dict[str, float]:
+        with self._lock:
+            return {**self._day(day), **self._equity}
+
+    def incr_trades(self, day: str, by: int) -> int:
+        with self._lock:
+            self._day(day)["trades"] += by
+            return int(self._day(day)["trades"])
+
+    def record_trade(self, day: str, pnl: float) -> dict[str, float]:
+        with self._lock:
+            self._day(day)["pnl"] += pnl
+            e = self._equity
+            e["equity"] += pnl
+            e["peak"] = max(e["peak"], e["equity"])
+            e["consecutive_losses"] = e["consecutive_losses"] + 1 if pnl < 0 else 0.0
+            return {**self._day(day), **e}
+
+    def reset(self, day: str) -> None:
+        with self._lock:
+            self._days.pop(day, None)
+            self._equity = {"equity": 0.0, "peak": 0.0, "consecutive_losses": 0.0}
+
+
+class RedisRiskState:
+    """The same state in Redis hashes: ``<prefix>:risk:day:<day>`` and ``<prefix>:risk:equity``."""
+
+    _RECORD = """
+    local day, eq = KEYS[1], KEYS[2]
+    local pnl = tonumber(ARGV[1])
+    redis.call('HINCRBYFLOAT', day, 'pnl', pnl)
+    redis.call('EXPIRE', day, 172800)
+    local equity = tonumber(redis.call('HINCRBYFLOAT', eq, 'equity', pnl))
+    local peak = tonumber(redis.call('HGET', eq, 'peak') or '0')
+    if equity > peak then redis.call('HSET', eq, 'peak', tostring(equity)) end
+    if pnl < 0 then redis.call('HINCRBY', eq, 'consecutive_losses', 1)
+    else redis.call('HSET', eq, 'consecutive_losses', 0) end
+    return 1
+    """
+
+    def __init__(self, url: str, prefix: str):
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.prefix = prefix
+        self._record = self.client.register_script(self._RECORD)
+
+    def _keys(self, day: str) -> tuple[str, str]:
+        return f"{self.prefix}:risk:day:{day}", f"{self.prefix}:risk:equity"
+
+    def get(self, day: str) -> dict[str, float]:
+        day_key, eq_key = self._keys(day)
+        with self.client.pipeline() as pipe:
+            pipe.hgetall(day_key)
+            pipe.hgetall(eq_key)
+            day_values, eq_values = pipe.execute()
+        out = {"trades": 0.0, "pnl": 0.0, "equity": 0.0, "peak": 0.0, "consecutive_losses": 0.0}
+        for raw in (day_values, eq_values):
+            out.update({k.decode(): float(v) for k, v in raw.items()})
+        return out
+
+    def incr_trades(self, day: str, by: int) -> int:
+        day_key, _ = self._keys(day)
+        with self.client.pipeline() as pipe:
+            pipe.hincrby(day_key, "trades", by)
+            pipe.expire(day_key, 172800)
+            return int(pipe.execute()[0])
+
+    def record_trade(self, day: str, pnl: float) -> dict[str, float]:
+        self._record(keys=list(self._keys(day)), args=[repr(float(pnl))])
+        return self.get(day)
+
+    def reset(self, day: str) -> None:
+        self.client.delete(*self._keys(day))
+
+
+class RiskGuard:
+    def __init__(self, settings: RiskSettings, state: RiskState):
+        self.settings = settings
+        self.state = state
+        self.tz = ZoneInfo(settings.timezone)
+        hours = settings.trading_hours
+        self.hours = (time.fromisoformat(hours[0]), time.fromisoformat(hours[1])) if hours else None
+
+    def day(self, now: datetime) -> str:
+        return now.astimezone(self.tz).date().isoformat()
+
+    def check(
+        self, signals: list[str], confidences: list[float], now: datetime
+    ) -> list[RiskDecision]:
+        """Decide for each BUY/SELL signal; HOLD passes through as allowed."""
+        cfg = self.settings
+        local = now.astimezone(self.tz)
+        market_rule = None
+        if local.weekday() not in cfg.trading_days:
+            market_rule = f"outside trading days ({local.strftime('%A')})"
+        elif self.hours and not (self.hours[0] <= local.time() < self.hours[1]):
+            market_rule = f"outside trading hours {self.hours[0]}-{self.hours[1]} {cfg.timezone}"
+        day = self.day(now)
+        state = self.state.get(day)
+        breaker = None
+        if state["pnl"] <= -cfg.max_daily_loss:
+            breaker = f"circuit breaker: daily loss {state['pnl']:.4f} <= -{cfg.max_daily_loss}"
+        elif state["peak"] - state["equity"] >= cfg.max_drawdown:
+            drawdown = state["peak"] - state["equity"]
+            breaker = f"circuit breaker: drawdown {drawdown:.4f} >= {cfg.max_drawdown}"
+        elif state["consecutive_losses"] >= cfg.max_consecutive_losses:
+            breaker = f"circuit breaker: {int(state['consecutive_losses'])} consecutive losses"
+        decisions = []
+        trades = int(state["trades"])
+        wanted = 0
+        for signal, confidence in zip(signals, confidences, strict=True):
+            if signal == "HOLD":
+                decisions.append(RiskDecision(True, "ok"))
+            elif confidence < cfg.min_confidence:
+                decisions.append(
+                    RiskDecision(False, f"confidence {confidence:.3f} < {cfg.min_confidence}")
+                )
+            elif market_rule or breaker:
+                decisions.append(RiskDecision(False, str(market_rule or breaker)))
+            elif trades + wanted >= cfg.max_trades_per_day:
+                decisions.append(
+                    RiskDecision(False, f"max trades per day ({cfg.max_trades_per_day}) reached")
+                )
+            else:
+                wanted += 1
+                decisions.append(RiskDecision(True, "ok"))
+        if wanted:
+            self.state.incr_trades(day, wanted)
+        return decisions
+
+    def trade_result(self, pnl: float, now: datetime) -> dict[str, Any]:
+        return self.state.record_trade(self.day(now), pnl)
+
+    def reset(self, now: datetime) -> None:
+        self.state.reset(self.day(now))

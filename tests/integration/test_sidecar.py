@@ -1,0 +1,506 @@
+"""The sidecar as a real server (`python -m signalops.serving`), against real services.
+
+Models come from a real MLflow registry (SQLite store) filled by the retrain path; online
+features from a real Redis; the prediction log goes to a real PostgreSQL. The tests run in
+file order against one server: auth, protocol clients, the prediction log, canary share,
+alias swap under load, a broken version, a PostgreSQL outage, then fuzzing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from signalops.config import Settings
+from signalops.registry import Registry
+from signalops.registry import contracts as c
+from signalops.training import retrain as steps
+from tests.conftest import TRAIN_SYMBOLS, copy_lake, fresh_pg_database
+from tests.slack_recorder import SlackRecorder, slack_recorder
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "test-admin-token"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+    settings: Settings
+    registry: Registry
+    proc: subprocess.Popen[bytes]
+    slack: SlackRecorder
+    warehouse_url: str
+    names: list[str]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10)
+
+    def inline(self, key: str = "", **extra: Any) -> dict[str, Any]:
+        return {"features": {n: 0.01 * i for i, n in enumerate(self.names)}, "key": key, **extra}
+
+    def reload(self) -> dict[str, Any]:
+        with self.client() as cl:
+            r = cl.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert r.status_code == 200, r.text
+            return dict(r.json())
+
+    def logged(self, request_ids: set[str] | None = None) -> int:
+        engine = sa.create_engine(self.warehouse_url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    sa.text("SELECT request_id FROM predictions WHERE role <> 'shadow'")
+                ).fetchall()
+        finally:
+            engine.dispose()
+        ids = [r[0] for r in rows]
+        return len(ids) if request_ids is None else len(set(ids) & request_ids)
+
+
+@pytest.fixture(scope="module")
+def server(
+    training_lake: Path, tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("sidecar")
+    prefix = f"signalops-sidecar-{os.getpid()}"
+    with fresh_pg_database("sidecar_wh") as warehouse_url, slack_recorder() as slack:
+        env_overrides = {
+            "SIGNALOPS_WAREHOUSE__URL": warehouse_url,
+            "SIGNALOPS_ONLINE_STORE__REDIS_URL": redis_url,
+            "SIGNALOPS_ONLINE_STORE__KEY_PREFIX": prefix,
+            "SIGNALOPS_SERVING__POLL_INTERVAL_S": "0.5",
+            "SIGNALOPS_SERVING__MAX_FEATURE_AGE_S": "1e10",  # the lake's features are old
+            "SIGNALOPS_SERVING__ADMIN_TOKEN": TOKEN,
+            "SIGNALOPS_SERVING__LOG_FLUSH_INTERVAL_S": "0.05",
+            "SIGNALOPS_ALERTS__SLACK_WEBHOOK_URL": f"{slack.url}/hooks/sidecar",
+        }
+        settings = copy_lake(training_lake, tmp, **env_overrides)
+        # Two registered versions: v1 champion, v2 challenger (same data, forced).
+        steps.run_all(settings, steps.plan_request(settings, {}, run_key="v1"))
+        steps.run_all(settings, steps.plan_request(settings, {"force": True}, run_key="v2"))
+        # A second signal, so that an ensemble of two registered models can be served.
+        other = settings.model_copy(update={"signal_name": "direction_b"})
+        steps.run_all(other, steps.plan_request(other, {}, run_key="b1"))
+        config = tmp / "signalops.yaml"
+        config.write_text(
+            "serving:\n"
+            "  ensembles:\n"
+            "    - name: blend\n"
+            "      members: {direction_1h: 2.0, direction_b: 1.0}\n"
+            "      method: average\n"
+        )
+        from signalops.features.pipeline import publish_online
+
+        publish_online(settings)  # newest vector per symbol into Redis
+        registry = Registry(settings)
+        spec = json.loads(registry.download_file("1", c.FEATURE_SPEC, tmp / "spec").read_text())
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALOPS_")}
+        env.update(env_overrides)
+        env.update(
+            SIGNALOPS_STATE_DIR=str(settings.state_dir),
+            SIGNALOPS_MARKET__SYMBOLS=TRAIN_SYMBOLS,
+            SIGNALOPS_SERVING__PORT=str(port),
+            SIGNALOPS_CONFIG=str(config),
+        )
+        log_file = open(tmp / "server.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "signalops.serving", "--workers", "1"],
+            env=env,
+            cwd=tmp,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                pytest.fail(f"sidecar exited: {(tmp / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.3)
+        else:
+            proc.kill()
+            pytest.fail(f"sidecar not ready: {(tmp / 'server.log').read_text()[-3000:]}")
+        try:
+            yield Server(url, env, settings, registry, proc, slack, warehouse_url, spec["names"])
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            log_file.close()
+            import redis
+
+            client = redis.Redis.from_url(redis_url)
+            keys = list(client.scan_iter(f"{prefix}:*"))
+            if keys:
+                client.delete(*keys)
+
+
+def test_admin_routes_need_the_token(server: Server) -> None:
+    with server.client() as cl:
+        assert cl.post("/v1/admin/reload").status_code == 401
+        wrong = cl.post("/v1/admin/reload", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "Bearer" in wrong.json()["message"]
+        assert cl.post("/v1/risk/trade-result", json={"pnl": 0.01}).status_code == 401
+        ok = cl.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200
+        models = cl.get("/v1/models").json()["models"]
+        assert {(m["version"], m["role"]) for m in models} == {
+            ("1", "champion"),
+            ("2", "challenger"),
+        }
+
+
+def test_mlflow_scoring_client_and_v2_round_trip(server: Server) -> None:
+    import pandas as pd
+    from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+
+    host, port = server.url.rsplit(":", 1)
+    client = ScoringServerClient(host.replace("http://", ""), int(port))
+    client.wait_server_ready(timeout=10)
+    frame = pd.DataFrame([[0.01 * i for i in range(len(server.names))]] * 3, columns=server.names)
+    result = client.invoke(frame)
+    p = [float(v) for v in result.get_predictions().to_numpy().ravel()]
+    assert len(p) == 3 and all(0 <= v <= 1 for v in p) and len(set(p)) == 1
+
+    with server.client() as cl:
+        meta = cl.get("/v2/models/direction_1h").json()
+        assert meta["inputs"][0]["shape"] == [-1, len(server.names)]
+        body = {
+            "id": "v2-req-1",
+            "inputs": [
+                {
+                    "name": "features",
+                    "shape": [3, len(server.names)],
+                    "datatype": "FP32",
+                    "data": [0.01 * i for i in range(len(server.names))] * 3,
+                }
+            ],
+        }
+        out = cl.post("/v2/models/direction_1h/infer", json=body).json()
+        assert out["id"] == "v2-req-1" and out["outputs"][0]["shape"] == [3, 2]
+        probs = out["outputs"][0]["data"]
+        assert abs(probs[1] - p[0]) < 1e-6 and abs(probs[0] + probs[1] - 1) < 1e-6
+        assert cl.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_signals_by_symbol_from_redis_are_logged(server: Server) -> None:
+    symbols = TRAIN_SYMBOLS.split(",")
+    with server.client() as cl:
+        r = cl.post("/v1/signals", json={"symbols": symbols, "request_id": "by-symbol-1"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [p["symbol"] for p in body["predictions"]] == symbols
+        assert all(p["signal"] in ("BUY", "SELL", "HOLD") for p in body["predictions"])
+        assert body["model"]["role"] == "champion" and body["predictions"][0]["features_ts"]
+        unknown = cl.post("/v1/signals", json={"symbol": "NOPE"})
+        assert unknown.status_code == 404 and "NOPE" in unknown.json()["message"]
+    deadline = time.time() + 10
+    while server.logged({"by-symbol-1"}) < 1 and time.time() < deadline:
+        time.sleep(0.1)
+    engine = sa.create_engine(server.warehouse_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT role, symbol, model_version FROM predictions "
+                "WHERE request_id = 'by-symbol-1'"
+            )
+        ).fetchall()
+    engine.dispose()
+    # Three champion rows, and the challenger's shadow rows (w = 0).
+    assert sorted((r[0], r[2]) for r in rows) == [("champion", "1")] * 3 + [("shadow", "2")] * 3
+
+
+def test_weighted_ensemble_of_two_signals(server: Server) -> None:
+    with server.client() as cl:
+        one = cl.post("/v1/signals", json=server.inline(request_id="ens-1")).json()
+        b = cl.post("/v1/signals", json=server.inline(signal="direction_b")).json()
+        blend = cl.post("/v1/signals", json=server.inline(signal="blend", request_id="ens-2"))
+        assert blend.status_code == 200, blend.text
+        body = blend.json()
+    members = {m["name"]: m for m in body["model"]["members"]}
+    assert (
+        set(members) == {"direction_1h", "direction_b"} and body["model"]["ensemble"] == "average"
+    )
+    p1, pb = one["predictions"][0]["probability"], b["predictions"][0]["probability"]
+    expected = (2.0 * p1 + 1.0 * pb) / 3.0
+    assert abs(body["predictions"][0]["probability"] - expected) < 1e-9
+    deadline = time.time() + 10
+    while server.logged({"ens-2"}) < 1 and time.time() < deadline:
+        time.sleep(0.1)
+    engine = sa.create_engine(server.warehouse_url)
+    with engine.connect() as conn:
+        names = conn.execute(
+            sa.text(
+                "SELECT signal_name FROM predictions WHERE request_id = 'ens-2' "
+                "AND role <> 'shadow'"
+            )
+        ).fetchall()
+    engine.dispose()
+    assert sorted(n[0] for n in names) == ["direction_1h", "direction_b"]
+
+
+def test_canary_share_within_two_points_over_10k_requests_and_sticky(server: Server) -> None:
+    server.registry.set_model_tag(c.CANARY_WEIGHT_TAG, "0.3")
+    server.reload()
+    roles: dict[str, str] = {}
+    with server.client() as cl:
+        for i in range(10_000):
+            r = cl.post("/v1/signals", json=server.inline(key=f"caller-{i}"))
+            assert r.status_code == 200, r.text
+            roles[f"caller-{i}"] = r.json()["model"]["role"]
+        share = sum(1 for v in roles.values() if v == "challenger") / len(roles)
+        assert abs(share - 0.3) <= 0.02, share
+        for i in range(0, 10_000, 50):  # sticky: the same caller sees the same model
+            again = cl.post("/v1/signals", json=server.inline(key=f"caller-{i}")).json()
+            assert again["model"]["role"] == roles[f"caller-{i}"]
+    server.registry.set_model_tag(c.CANARY_WEIGHT_TAG, "0")
+    server.reload()
+
+
+def _load(server: Server, stop: threading.Event, results: list[tuple[int, str]]) -> None:
+    with server.client() as cl:
+        i = 0
+        while not stop.is_set():
+            try:
+                r = cl.post("/v1/signals", json=server.inline(key=f"load-{i}"))
+                version = r.json()["model"]["version"] if r.status_code == 200 else ""
+                results.append((r.status_code, version))
+            except httpx.HTTPError as exc:
+                results.append((0, type(exc).__name__))
+            i += 1
+
+
+def test_alias_change_is_swapped_in_with_zero_failed_requests(server: Server) -> None:
+    stop, results = threading.Event(), []
+    threads = [threading.Thread(target=_load, args=(server, stop, results)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    server.registry.set_alias(c.ALIAS_CHAMPION, "2")  # the poller (0.5 s) must pick it up
+    deadline = time.time() + 15
+    while time.time() < deadline and not any(v == "2" for _, v in results[-50:]):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    statuses = {s for s, _ in results}
+    assert statuses == {200}, f"failed requests during the swap: {statuses}"
+    versions = [v for _, v in results]
+    assert versions[0] == "1" and versions[-1] == "2"
+    first_two = versions.index("2")
+    assert "1" not in versions[first_two + 40 :]  # once swapped, it stays swapped
+
+
+def test_broken_version_is_not_swapped_in(server: Server, tmp_path: Path) -> None:
+    registry = server.registry
+    run_id = registry.start_run("broken", tags={})
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / c.ONNX_MODEL).write_bytes(b"this is not an onnx graph")
+    (folder / c.FEATURE_SPEC).write_text(
+        json.dumps({"feature_set_version": "v1", "names": server.names})
+    )
+    registry.log_artifacts(run_id, folder, c.MODEL_DIR)
+    broken = registry.register_version(run_id, tags={}, description="deliberately broken")
+    alerts_before = len(server.slack.requests)
+    registry.set_alias(c.ALIAS_CHAMPION, broken)
+    server.reload()
+    with server.client() as cl:
+        models = cl.get("/v1/models").json()
+        champion = next(m for m in models["models"] if m["role"] == "champion")
+        assert champion["version"] == "2"  # the old one keeps serving
+        assert models["reload_failures"] >= 1 and f"v{broken} not loaded" in models["last_error"]
+        assert cl.post("/v1/signals", json=server.inline()).status_code == 200
+    assert any("not loaded" in json.dumps(r.body) for r in server.slack.requests[alerts_before:])
+    registry.set_alias(c.ALIAS_CHAMPION, "2")
+
+
+def _pg(action: str) -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_postgres_outage_loses_no_logged_prediction(server: Server) -> None:
+    ids: list[str] = []
+    failures: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with server.client() as cl:
+            i = 0
+            while not stop.is_set():
+                rid = f"outage-{threading.get_ident()}-{i}"
+                r = cl.post("/v1/signals", json=server.inline(key=rid, request_id=rid))
+                (ids if r.status_code == 200 else failures).append(
+                    rid if r.status_code == 200 else r.status_code
+                )
+                i += 1
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        _pg("stop")
+        time.sleep(3.0)
+    finally:
+        _pg("start")
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not failures, f"requests failed during the outage: {failures[:5]}"
+    with server.client() as cl:
+        spilled = [
+            line
+            for line in cl.get("/metrics").text.splitlines()
+            if line.startswith("signalops_prediction_log_spilled")
+        ]
+    assert spilled and float(spilled[0].split()[-1]) > 0, "nothing was spilled: no outage seen"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if server.logged(set(ids)) == len(ids):
+                break
+        except sa.exc.OperationalError:
+            pass
+        time.sleep(0.5)
+    assert server.logged(set(ids)) == len(ids) > 0
+
+
+# --- bad input: property-based fuzzing of every POST operation in /openapi.json ---------
+
+from hypothesis import HealthCheck, given  # noqa: E402
+from hypothesis import settings as hsettings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=6)
+    ),
+    max_leaves=25,
+)
+ROW = st.lists(SCALARS, min_size=0, max_size=30)
+BODIES = st.one_of(
+    JSON,
+    st.fixed_dictionaries(
+        {},
+        optional={"symbol": JSON, "symbols": JSON, "features": JSON, "key": JSON, "signal": JSON},
+    ),
+    st.fixed_dictionaries(
+        {"features": st.dictionaries(st.sampled_from(["ret_1", "rsi_14", "f0", "x"]), SCALARS)}
+    ),
+    st.fixed_dictionaries({"instances": st.lists(ROW, max_size=4)}),
+    st.fixed_dictionaries({"inputs": JSON}),
+    st.fixed_dictionaries(
+        {
+            "dataframe_split": st.fixed_dictionaries(
+                {"columns": JSON, "data": st.lists(ROW, max_size=3)}
+            )
+        }
+    ),
+    st.fixed_dictionaries(
+        {"dataframe_records": st.lists(st.dictionaries(st.text(max_size=6), SCALARS), max_size=3)}
+    ),
+    st.fixed_dictionaries(
+        {
+            "inputs": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "name": JSON,
+                        "shape": st.lists(JSON, max_size=3),
+                        "datatype": JSON,
+                        "data": st.lists(SCALARS, max_size=60),
+                    }
+                ),
+                max_size=2,
+            )
+        }
+    ),
+    st.fixed_dictionaries({"pnl": JSON}),
+)
+RAW = st.one_of(
+    BODIES.map(lambda v: json.dumps(v, allow_nan=True).encode()),
+    st.binary(max_size=64),
+    st.just(b""),
+)
+
+
+@pytest.fixture(scope="module")
+def post_paths(server: Server) -> list[str]:
+    doc = httpx.get(f"{server.url}/openapi.json").json()
+    paths = [
+        p.replace("{name}", "direction_1h") for p, ops in doc["paths"].items() if "post" in ops
+    ]
+    assert {"/v1/signals", "/invocations", "/v2/models/direction_1h/infer"} <= set(paths)
+    return paths
+
+
+@hsettings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data(), raw=RAW)
+def test_fuzzed_bodies_get_4xx_never_5xx(
+    server: Server, post_paths: list[str], data: Any, raw: bytes
+) -> None:
+    path = data.draw(st.sampled_from(post_paths))
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    r = httpx.post(f"{server.url}{path}", content=raw, headers=headers, timeout=10)
+    assert r.status_code < 500, (path, raw[:200], r.text[:300])
+    if r.status_code >= 400:
+        assert r.json()["message"], r.text
+
+
+def test_oversized_and_empty_bodies(server: Server) -> None:
+    big = b'{"instances": [' + b"[1.0]," * 400_000 + b"[1.0]]}"
+    r = httpx.post(f"{server.url}/invocations", content=big, timeout=10)
+    assert r.status_code == 413 and "exceeds" in r.json()["message"]
+    r = httpx.post(f"{server.url}/v1/signals", content=b"", timeout=10)
+    assert r.status_code == 400 and "empty request body" in r.json()["message"]
+    r = httpx.post(f"{server.url}/v1/signals", content=b"{not json", timeout=10)
+    assert r.status_code == 400 and "malformed JSON" in r.json()["message"]
+    with server.client() as cl:
+        metrics = cl.get("/metrics").text
+    assert 'signalops_errors_total{endpoint="invocations",kind="too_large"}' in metrics
+    assert 'status="500"' not in metrics
