@@ -62,7 +62,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[%s]]
+wrk.body = [==[%s]==]
 """
 
 
@@ -192,7 +192,12 @@ def main() -> None:
             side.terminate()
             side.wait(timeout=30)
     with open(mlflow_log, "wb") as log_handle:
-        mlflow_env = dict(env, MLFLOW_TRACKING_URI=settings.mlflow_tracking_uri)
+        venv_bin = str(Path(sys.executable).parent)  # mlflow execs `uvicorn` from PATH
+        mlflow_env = dict(
+            env,
+            MLFLOW_TRACKING_URI=settings.mlflow_tracking_uri,
+            PATH=f"{venv_bin}:{env.get('PATH', '')}",
+        )
         mlflow = subprocess.Popen(
             [
                 str(Path(sys.executable).with_name("mlflow")),

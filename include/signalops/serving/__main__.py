@@ -9,6 +9,11 @@ import os
 
 def create_app() -> object:
     """uvicorn factory: each worker process builds its own app (models, log, metrics)."""
+    import sys
+
+    # Background threads (prediction log, pollers) must hand the GIL back quickly: with the
+    # default 5 ms switch interval a request waiting on I/O can wait that long for it.
+    sys.setswitchinterval(0.0005)
     from signalops.config import load_settings
     from signalops.serving.app import build_app
 

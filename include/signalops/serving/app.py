@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -71,6 +73,21 @@ def _finite_matrix(rows: Any, width: int, where: str) -> np.ndarray:
     """A float32 [n, width] matrix from nested lists, or an ApiError saying what is wrong."""
     if not isinstance(rows, list) or not rows:
         raise ApiError(422, f"{where}: expected a non-empty list of rows")
+    # Fast path: numpy parses well-formed rows in C; anything odd falls through to the
+    # row-by-row checks below, which name the offending row and column.
+    try:
+        fast = np.array(rows, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        fast = None
+    if (
+        fast is not None
+        and fast.ndim == 2
+        and fast.shape[1] == width
+        and not any(v is True or v is False for row in rows for v in row)
+        and np.isfinite(fast).all()
+        and not (np.abs(fast) > np.finfo(np.float32).max).any()
+    ):
+        return fast.astype(np.float32)
     for i, row in enumerate(rows):
         if not isinstance(row, list):
             raise ApiError(422, f"{where}: row {i} is not a list")
@@ -100,6 +117,22 @@ def _records_matrix(records: Any, names: tuple[str, ...], where: str) -> np.ndar
     return _finite_matrix(rows, len(names), where)
 
 
+def _column_order(columns: list[str], names: tuple[str, ...], where: str) -> list[int]:
+    """Positions in ``columns`` of the model's features (by name, or as f0..fN)."""
+    positional = tuple(f"f{i}" for i in range(len(names)))
+    index = {col: i for i, col in enumerate(columns)}
+    for wanted in (names, positional):
+        if len(columns) == len(wanted) and all(n in index for n in wanted):
+            return [index[n] for n in wanted]
+    missing = [n for n in names if n not in index]
+    unknown = sorted(set(columns) - set(names))
+    raise ApiError(
+        422,
+        f"{where}: columns do not match the model: missing {missing[:10]}, "
+        f"unknown {unknown[:10]} (expects {len(names)} features)",
+    )
+
+
 def _ordered(record: dict[str, Any], names: tuple[str, ...], where: str) -> list[Any]:
     positional = tuple(f"f{i}" for i in range(len(names)))
     keys = set(record)
@@ -120,13 +153,86 @@ def _ordered(record: dict[str, Any], names: tuple[str, ...], where: str) -> list
 # the service
 
 
+class ShadowScorer:
+    """Scores the shadow challenger in batches on a background thread.
+
+    The request path only queues the rows; every ``interval_s`` the queued rows of each
+    shadow model are scored in one onnxruntime call (which releases the GIL) and logged
+    with role ``shadow``. A request's latency never includes the shadow model.
+    """
+
+    def __init__(self, svc: Sidecar, interval_s: float = 0.05):
+        self.svc = svc
+        self.interval_s = interval_s
+        self._queue: list[tuple[LoadedModel, np.ndarray, str, list[Any], Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, model: LoadedModel, x: np.ndarray, request_id: str, symbols: list[Any], stamps: Any
+    ) -> None:
+        with self._lock:
+            self._queue.append((model, x, request_id, symbols, stamps))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.drain()
+            except Exception:  # a shadow failure must never touch serving
+                log.exception("shadow scoring failed")
+
+    def drain(self) -> None:
+        with self._lock:
+            queue, self._queue = self._queue, []
+        by_model: dict[int, list[tuple[LoadedModel, np.ndarray, str, list[Any], Any]]] = {}
+        for item in queue:
+            by_model.setdefault(id(item[0]), []).append(item)
+        for items in by_model.values():
+            model = items[0][0]
+            started = time.perf_counter()
+            p_all = model.predict(np.concatenate([it[1] for it in items]))
+            per_row_ms = (time.perf_counter() - started) * 1000 / max(1, len(p_all))
+            offset = 0
+            for _, x, request_id, symbols, stamps in items:
+                p = p_all[offset : offset + len(x)]
+                offset += len(x)
+                self.svc.log_rows(
+                    request_id,
+                    model,
+                    "shadow",
+                    x,
+                    p,
+                    symbols,
+                    [self.svc.label(float(v)) for v in p],
+                    ["shadow"] * len(p),
+                    per_row_ms,
+                    stamps,
+                )
+            self.svc.metrics.child(
+                self.svc.metrics.predictions, model.signal, model.version, "shadow"
+            ).inc(len(p_all))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.drain()
+
+
 class Sidecar:
     """Everything a worker process holds: models, features, risk state, log, metrics."""
 
     def __init__(self, settings: Settings, start_background: bool = True):
         from signalops.serving.metrics import Metrics
         from signalops.serving.predlog import PredictionLog
-        from signalops.serving.risk import LocalRiskState, RedisRiskState, RiskGuard
+        from signalops.serving.risk import (
+            CachedRiskState,
+            LocalRiskState,
+            RedisRiskState,
+            RiskGuard,
+            RiskState,
+        )
 
         self.settings = settings
         self.cfg = settings.serving
@@ -143,13 +249,16 @@ class Sidecar:
             self.cfg.log_flush_interval_s,
         )
         redis_url = settings.online_store.redis_url
-        state = (
-            RedisRiskState(redis_url, settings.online_store.key_prefix)
+        state: RiskState = (
+            CachedRiskState(RedisRiskState(redis_url, settings.online_store.key_prefix))
             if redis_url
             else LocalRiskState()
         )
         self.risk = RiskGuard(self.cfg.risk, state)
         self._online: Any = None
+        self._ids = itertools.count()
+        self._id_prefix = uuid.uuid4().hex[:12]  # unique per process start
+        self.shadow = ShadowScorer(self)
         self._feature_cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self.start_background = start_background
 
@@ -163,9 +272,17 @@ class Sidecar:
         if self.start_background:
             self.pool.start(self.cfg.poll_interval_s)
 
+    def next_id(self) -> str:
+        """A request id unique across processes and restarts, without os.urandom per call."""
+        return f"{self._id_prefix}-{next(self._ids)}"
+
     def stop(self) -> None:
         self.pool.stop()
+        self.shadow.close()
         self.predlog.close()
+        close = getattr(self.risk.state, "close", None)
+        if close is not None:
+            close()
         if self._online is not None:
             self._online.close()
 
@@ -320,14 +437,14 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
             try:
                 response = await fn(request)
             except ApiError as exc:
-                metrics.errors.labels(name, exc.kind).inc()
+                metrics.child(metrics.errors, name, exc.kind).inc()
                 response = _json({"error": exc.kind, "message": exc.message}, exc.status)
             except Exception as exc:  # never a crash; a 500 is counted and logged
                 log.exception("unexpected error in %s", name)
-                metrics.errors.labels(name, "internal").inc()
+                metrics.child(metrics.errors, name, "internal").inc()
                 response = _json({"error": "internal", "message": str(exc)[:300]}, 500)
-            metrics.requests.labels(name, str(response.status_code)).inc()
-            metrics.latency.labels(name).observe(time.perf_counter() - started)
+            metrics.child(metrics.requests, name, str(response.status_code)).inc()
+            metrics.child(metrics.latency, name).observe(time.perf_counter() - started)
             return response
 
         return wrapped
@@ -389,31 +506,17 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
             latency_ms,
             stamps,
         )
-        metrics.predictions.labels(signal, model.version, role).inc(len(p))
-        metrics.model_latency.labels(signal, model.version, role).observe(latency_ms / 1000)
+        metrics.child(metrics.predictions, signal, model.version, role).inc(len(p))
+        metrics.child(metrics.model_latency, signal, model.version, role).observe(latency_ms / 1000)
         if shadow is not None:
             try:
                 same = shadow.feature_names == model.feature_names
                 xs, stamps_s = (x, stamps) if same else provide(shadow)
             except ApiError as exc:
-                metrics.errors.labels("shadow", exc.kind).inc()
+                metrics.child(metrics.errors, "shadow", exc.kind).inc()
             else:
-                s_started = time.perf_counter()
-                ps = shadow.predict(xs)
-                s_latency = (time.perf_counter() - s_started) * 1000
-                svc.log_rows(
-                    request_id,
-                    shadow,
-                    "shadow",
-                    xs,
-                    ps,
-                    symbols,
-                    [svc.label(float(v)) for v in ps],
-                    ["shadow"] * len(ps),
-                    s_latency,
-                    stamps_s,
-                )
-                metrics.predictions.labels(signal, shadow.version, "shadow").inc(len(ps))
+                # Off the request path: batched with other requests' shadow rows.
+                svc.shadow.submit(shadow, xs, request_id, symbols, stamps_s)
         return Scored(model, role, p, final, decisions, stamps)
 
     def serve_ensemble(
@@ -463,7 +566,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         key = body.get("key", request.headers.get("x-request-key", ""))
         if not isinstance(key, str):
             raise ApiError(422, "'key' must be a string")
-        request_id = body.get("request_id") or uuid.uuid4().hex
+        request_id = body.get("request_id") or svc.next_id()
         if not isinstance(request_id, str) or len(request_id) > 64:
             raise ApiError(422, "'request_id' must be a string of at most 64 characters")
         ensemble = svc.ensembles.get(signal)
@@ -560,6 +663,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         data = body[fmt]
         records: list[Any] | None = None
         rows: Any = None
+        split_columns: list[str] | None = None
         if fmt == "dataframe_split":
             if not isinstance(data, dict) or "data" not in data:
                 raise ApiError(422, "dataframe_split: expected {'columns': [...], 'data': [[...]]}")
@@ -578,7 +682,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
                             f"dataframe_split: row {i} is not a list of {len(columns)} values "
                             "(one per column)",
                         )
-                records, rows = [dict(zip(columns, r, strict=True)) for r in rows], None
+                split_columns = columns
         elif fmt == "dataframe_records":
             if not isinstance(data, list):
                 raise ApiError(422, "dataframe_records: expected a list of records")
@@ -594,10 +698,13 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         def provide(model: LoadedModel) -> tuple[np.ndarray, list[Any] | None]:
             if records is not None:
                 return _records_matrix(records, model.feature_names, fmt), None
+            if split_columns is not None:  # named columns, any order: reorder in numpy
+                order = _column_order(split_columns, model.feature_names, fmt)
+                return _finite_matrix(rows, len(split_columns), fmt)[:, order], None
             return _finite_matrix(rows, len(model.feature_names), fmt), None
 
         count = len(records) if records is not None else len(rows) if isinstance(rows, list) else 0
-        request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:64]
+        request_id = (request.headers.get("x-request-id") or svc.next_id())[:64]
         key = request.headers.get("x-request-key", "")
         scored = serve(signal, provide, [None] * max(count, 1), key, request_id, started)
         return _json({"predictions": scored.p.tolist()})
@@ -663,7 +770,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         def provide(model: LoadedModel) -> tuple[np.ndarray, list[Any] | None]:
             return _finite_matrix(matrix, len(model.feature_names), "V2 infer"), None
 
-        request_id = str(body.get("id") or uuid.uuid4().hex)[:64]
+        request_id = str(body.get("id") or svc.next_id())[:64]
         scored = serve(
             name,
             provide,

@@ -4,6 +4,7 @@ processes, set PROMETHEUS_MULTIPROC_DIR and they are aggregated on scrape)."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,6 +21,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "signalops_http_requests", "HTTP requests", ["endpoint", "status"], registry=r
@@ -47,6 +49,14 @@ class Metrics:
         self.reloads = Gauge("signalops_model_reloads", "Model swaps so far", registry=r)
         self.log_depth = Gauge("signalops_prediction_log_depth", "Rows buffered", registry=r)
         self.spilled = Gauge("signalops_prediction_log_spilled", "Rows spilled to disk", registry=r)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: label lookup is on every request's path."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> tuple[bytes, str]:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -27,6 +27,29 @@ import sqlalchemy as sa
 log = logging.getLogger(__name__)
 
 SPILL_PREFIX = "predictions-spill-"
+COLUMNS = (
+    "request_id",
+    "row_index",
+    "signal_name",
+    "role",
+    "ts",
+    "symbol",
+    "model_version",
+    "features_hash",
+    "features_ts",
+    "probability",
+    "signal",
+    "risk_decision",
+    "latency_ms",
+)
+PG_INSERT = (
+    f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES %s "
+    "ON CONFLICT (request_id, row_index, signal_name, role) DO NOTHING"
+)
+SQLITE_INSERT = (
+    f"INSERT OR IGNORE INTO predictions ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(COLUMNS))})"
+)
 
 
 class PredictionLog:
@@ -55,6 +78,11 @@ class PredictionLog:
         self.spilled = 0
         self.replayed = 0
         self._table_ready = False
+        # Raw DB-API errors (a dropped connection mid-insert) count as "database down" too.
+        self._db_errors: tuple[type[BaseException], ...] = (
+            sa.exc.SQLAlchemyError,
+            self.warehouse.engine.dialect.loaded_dbapi.Error,
+        )
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -97,7 +125,7 @@ class PredictionLog:
                 self._insert(batch)
                 self.written += len(batch)
                 return
-            except sa.exc.SQLAlchemyError as exc:
+            except self._db_errors as exc:
                 self.db_ok = False
                 log.error(
                     "prediction log: database write failed, spilling to %s: %s",
@@ -107,14 +135,31 @@ class PredictionLog:
         self._spill(batch)
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
-        from signalops.warehouse import predictions_table
+        """One batched INSERT that skips rows already there, through the raw DB-API driver.
 
+        The flusher shares the GIL with the request path, so it keeps its CPU small: no
+        SQLAlchemy statement compilation per batch; psycopg2's execute_values on PostgreSQL,
+        sqlite3's executemany on SQLite.
+        """
         if not self._table_ready:
             self.warehouse.create_all()
             self._table_ready = True
-        statement = self.warehouse.insert(predictions_table).on_conflict_do_nothing()
-        with self.warehouse.engine.begin() as conn:
-            conn.execute(statement, [_db_row(r) for r in rows])
+        values = [tuple(_db_value(r.get(col)) for col in COLUMNS) for r in rows]
+        connection = self.warehouse.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            if self.warehouse.dialect == "postgresql":
+                from psycopg2.extras import execute_values
+
+                execute_values(cursor, PG_INSERT, values, page_size=1000)
+            else:
+                cursor.executemany(SQLITE_INSERT, [_sqlite_row(v) for v in values])
+            connection.commit()
+        except Exception:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
 
     def _spill(self, rows: list[dict[str, Any]]) -> None:
         if self._spill_file is None:
@@ -129,7 +174,7 @@ class PredictionLog:
         try:
             with self.warehouse.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
-        except sa.exc.SQLAlchemyError:
+        except self._db_errors:
             return False
         log.info("prediction log: database is back, replaying spilled rows")
         self.db_ok = True
@@ -150,7 +195,7 @@ class PredictionLog:
                 try:
                     for i in range(0, len(rows), self.batch_size):
                         self._insert(rows[i : i + self.batch_size])
-                except sa.exc.SQLAlchemyError as exc:
+                except self._db_errors as exc:
                     self.db_ok = False
                     log.error("prediction log: replay of %s failed: %s", path, exc)
                     return
@@ -170,12 +215,21 @@ class PredictionLog:
         self.warehouse.dispose()
 
 
-def _db_row(row: dict[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    for key in ("ts", "features_ts"):
-        value = out.get(key)
-        if isinstance(value, str):
-            out[key] = datetime.fromisoformat(value)
-        elif isinstance(value, (int, float)):
-            out[key] = datetime.fromtimestamp(value, UTC)
-    return out
+def _db_value(value: Any) -> Any:
+    """Timestamps as aware UTC datetimes (spilled rows carry them as ISO text)."""
+    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] in " T":
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return value
+
+
+def _sqlite_row(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    # SQLAlchemy's SQLite DateTime storage format (UTC wall time), so its reads agree.
+    return tuple(
+        v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime) else v
+        for v in values
+    )

@@ -119,6 +119,81 @@ class RedisRiskState:
         self.client.delete(*self._keys(day))
 
 
+class CachedRiskState:
+    """Shared (Redis) state without a network round trip on the request path.
+
+    Reads come from a snapshot that a background thread refreshes every ``refresh_s``;
+    trade counts are added locally and pushed with one HINCRBY per refresh. So the shared
+    limits hold across worker processes to within one refresh interval, and a request never
+    waits on Redis (waiting there also costs a GIL hand-back from other threads).
+    """
+
+    def __init__(self, inner: RiskState, refresh_s: float = 0.1):
+        self.inner = inner
+        self.refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._snapshot: dict[str, dict[str, float]] = {}
+        self._pending: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="risk-state", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh_s):
+            try:
+                self.sync()
+            except Exception as exc:  # Redis down: keep the last snapshot, retry
+                import logging
+
+                logging.getLogger(__name__).warning("risk state: sync failed: %s", exc)
+
+    def sync(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for day, by in pending.items():
+            self.inner.incr_trades(day, by)
+        days = set(self._snapshot) | set(pending)
+        fresh = {day: self.inner.get(day) for day in days}
+        with self._lock:
+            self._snapshot.update(fresh)
+
+    def _known(self, day: str) -> dict[str, float]:
+        snap = self._snapshot.get(day)
+        if snap is None:  # first request of a day in this process: one blocking read
+            snap = self.inner.get(day)
+            with self._lock:
+                self._snapshot[day] = snap
+        return snap
+
+    def get(self, day: str) -> dict[str, float]:
+        snap = dict(self._known(day))
+        snap["trades"] += self._pending.get(day, 0)
+        return snap
+
+    def incr_trades(self, day: str, by: int) -> int:
+        with self._lock:
+            self._pending[day] = self._pending.get(day, 0) + by
+        return int(self.get(day)["trades"])
+
+    def record_trade(self, day: str, pnl: float) -> dict[str, float]:
+        state = self.inner.record_trade(day, pnl)
+        with self._lock:
+            self._snapshot[day] = {**state, "trades": state["trades"]}
+        return self.get(day)
+
+    def reset(self, day: str) -> None:
+        self.sync()
+        self.inner.reset(day)
+        with self._lock:
+            self._snapshot.pop(day, None)
+            self._pending.pop(day, None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sync()
+
+
 class RiskGuard:
     def __init__(self, settings: RiskSettings, state: RiskState):
         self.settings = settings
