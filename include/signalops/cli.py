@@ -47,7 +47,25 @@ def _summary(settings: Settings) -> dict[str, Any]:
     return {
         **_base_summary(settings, stats, offline, vectors),
         "registry": _registry_summary(settings),
+        "predictions": _predictions_summary(settings),
     }
+
+
+def _predictions_summary(settings: Settings) -> dict[str, int]:
+    """Rows of the sidecar's prediction log, by role."""
+    import sqlalchemy as sa
+
+    from signalops.warehouse import Warehouse, predictions_table
+
+    with Warehouse(settings.warehouse_url) as warehouse:
+        warehouse.create_all()
+        with warehouse.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(predictions_table.c.role, sa.func.count()).group_by(
+                    predictions_table.c.role
+                )
+            ).fetchall()
+    return {str(role): int(n) for role, n in rows}
 
 
 def _registry_summary(settings: Settings) -> dict[str, Any]:
