@@ -52,6 +52,27 @@ HYPERPARAMETERS = {
 }
 
 
+def _run_step(step: str, previous: dict, registered: bool | None = None) -> Any:
+    """Run one step of ``signalops.training.retrain`` on the run directory that the previous
+    task handed over, log its summary; ``registered`` set: also send the outcome message."""
+    from pathlib import Path
+
+    from signalops.alerts import AlertError, send_alert
+    from signalops.config import load_settings
+    from signalops.training import retrain as steps
+
+    settings = load_settings()
+    with task_errors():
+        result = getattr(steps, step)(settings, Path(previous["run_dir"]))
+    if registered is not None:
+        try:
+            send_alert(steps.outcome_alert(settings, result, registered), settings.alerts)
+        except AlertError as exc:
+            log.error("could not send the alert: %s", exc)
+    log.info("%s", result.summary)
+    return result
+
+
 @dag(
     dag_id="retrain",
     # Daily at 03:00 UTC, and on every high-severity drift event.
@@ -139,41 +160,17 @@ def retrain() -> None:
     @task
     def train(assembled: dict) -> dict:
         """Walk-forward CV with purge, early stopping, final fit."""
-        from pathlib import Path
-
-        from signalops.config import load_settings
-        from signalops.training import retrain as steps
-
-        with task_errors():
-            result = steps.train(load_settings(), Path(assembled["run_dir"]))
-        log.info("%s", result.summary)
-        return result.as_dict()
+        return _run_step("train", assembled).as_dict()
 
     @task
     def export_parity(trained: dict) -> dict:
         """ONNX export and the parity gate on the whole holdout."""
-        from pathlib import Path
-
-        from signalops.config import load_settings
-        from signalops.training import retrain as steps
-
-        with task_errors():
-            result = steps.export(load_settings(), Path(trained["run_dir"]))
-        log.info("%s", result.summary)
-        return result.as_dict()
+        return _run_step("export", trained).as_dict()
 
     @task
     def evaluate(exported: dict) -> dict:
         """Challenger vs champion vs naive baseline on the holdout; the report."""
-        from pathlib import Path
-
-        from signalops.config import load_settings
-        from signalops.training import retrain as steps
-
-        with task_errors():
-            result = steps.evaluate(load_settings(), Path(exported["run_dir"]))
-        log.info("%s", result.summary)
-        return result.as_dict()
+        return _run_step("evaluate", exported).as_dict()
 
     @task.branch
     def gate(evaluated: dict) -> str:
@@ -183,45 +180,20 @@ def retrain() -> None:
     @task(outlets=[CHALLENGER_REGISTERED])
     def register(evaluated: dict, outlet_events: Any = None) -> dict:
         """New model version with every artifact; alias challenger (champion if first)."""
-        from pathlib import Path
-
-        from signalops.alerts import AlertError, send_alert
         from signalops.config import load_settings
-        from signalops.training import retrain as steps
 
-        settings = load_settings()
-        with task_errors():
-            result = steps.register(settings, Path(evaluated["run_dir"]))
+        result = _run_step("register", evaluated, registered=True)
         outlet_events[CHALLENGER_REGISTERED].extra = {
-            "signal": settings.signal_name,
+            "signal": load_settings().signal_name,
             **result.figures,
             "mlflow_run_id": result.mlflow_run_id,
         }
-        try:
-            send_alert(steps.outcome_alert(settings, result, registered=True), settings.alerts)
-        except AlertError as exc:
-            log.error("could not send the alert: %s", exc)
-        log.info("%s", result.summary)
         return result.as_dict()
 
     @task
     def reject(evaluated: dict) -> dict:
         """The gate said no: record why in MLflow, tell the team, register nothing."""
-        from pathlib import Path
-
-        from signalops.alerts import AlertError, send_alert
-        from signalops.config import load_settings
-        from signalops.training import retrain as steps
-
-        settings = load_settings()
-        with task_errors():
-            result = steps.reject(settings, Path(evaluated["run_dir"]))
-        try:
-            send_alert(steps.outcome_alert(settings, result, registered=False), settings.alerts)
-        except AlertError as exc:
-            log.error("could not send the alert: %s", exc)
-        log.info("%s", result.summary)
-        return result.as_dict()
+        return _run_step("reject", evaluated, registered=False).as_dict()
 
     evaluated = evaluate(export_parity(train(assemble())))
     gate(evaluated) >> [register(evaluated), reject(evaluated)]

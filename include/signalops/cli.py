@@ -25,6 +25,7 @@ def _summary(settings: Settings) -> dict[str, Any]:
     with Warehouse(settings.warehouse_url) as warehouse:
         warehouse.create_all()
         stats = warehouse.bar_stats()
+        predictions = _prediction_counts(warehouse)
     store = OfflineStore(settings.lake_dir)
     offline = {}
     for version in FEATURE_SETS:
@@ -45,61 +46,6 @@ def _summary(settings: Settings) -> dict[str, Any]:
     finally:
         online.close()
     return {
-        **_base_summary(settings, stats, offline, vectors),
-        "registry": _registry_summary(settings),
-        "predictions": _predictions_summary(settings),
-    }
-
-
-def _predictions_summary(settings: Settings) -> dict[str, int]:
-    """Rows of the sidecar's prediction log, by role."""
-    import sqlalchemy as sa
-
-    from signalops.warehouse import Warehouse, predictions_table
-
-    with Warehouse(settings.warehouse_url) as warehouse:
-        warehouse.create_all()
-        with warehouse.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(predictions_table.c.role, sa.func.count()).group_by(
-                    predictions_table.c.role
-                )
-            ).fetchall()
-    return {str(role): int(n) for role, n in rows}
-
-
-def _registry_summary(settings: Settings) -> dict[str, Any]:
-    from signalops.registry import Registry
-    from signalops.registry import contracts as c
-
-    registry = Registry(settings)
-    aliases = registry.aliases()
-    versions = []
-    if aliases or registry.client.search_registered_models(f"name = '{registry.name}'"):
-        for mv in registry.client.search_model_versions(f"name = '{registry.name}'"):
-            tags = mv.tags or {}
-            versions.append(
-                {
-                    "version": str(mv.version),
-                    # search results carry no aliases on the SQL store: map them here
-                    "aliases": sorted(a for a, v in aliases.items() if v == str(mv.version)),
-                    "feature_set": tags.get(c.TAG_FEATURE_SET),
-                    "parity_error": tags.get(c.TAG_PARITY_ERROR),
-                    "run_id": mv.run_id,
-                }
-            )
-    return {
-        "tracking_uri": registry.tracking_uri,
-        "model": registry.name,
-        "aliases": aliases,
-        "versions": sorted(versions, key=lambda v: int(v["version"])),
-    }
-
-
-def _base_summary(
-    settings: Settings, stats: Any, offline: dict[str, Any], vectors: dict[str, Any]
-) -> dict[str, Any]:
-    return {
         "state_dir": str(settings.state_dir.resolve()),
         "warehouse": settings.warehouse_url.split("@")[-1],
         "bars": {
@@ -117,6 +63,45 @@ def _base_summary(
             }
             for v, vecs in vectors.items()
         },
+        "registry": _registry_summary(settings),
+        "predictions": predictions,
+    }
+
+
+def _prediction_counts(warehouse: Any) -> dict[str, int]:
+    """Rows of the sidecar's prediction log, by role."""
+    import sqlalchemy as sa
+
+    from signalops.warehouse import predictions_table
+
+    role = predictions_table.c.role
+    with warehouse.engine.connect() as conn:
+        rows = conn.execute(sa.select(role, sa.func.count()).group_by(role)).fetchall()
+    return {str(r): int(n) for r, n in rows}
+
+
+def _registry_summary(settings: Settings) -> dict[str, Any]:
+    from signalops.registry import Registry
+    from signalops.registry import contracts as c
+
+    registry = Registry(settings)
+    aliases = registry.aliases()
+    versions = [
+        {
+            "version": str(mv.version),
+            # search results carry no aliases on the SQL store: map them here
+            "aliases": sorted(a for a, v in aliases.items() if v == str(mv.version)),
+            "feature_set": (mv.tags or {}).get(c.TAG_FEATURE_SET),
+            "parity_error": (mv.tags or {}).get(c.TAG_PARITY_ERROR),
+            "run_id": mv.run_id,
+        }
+        for mv in registry.client.search_model_versions(f"name = '{registry.name}'")
+    ]
+    return {
+        "tracking_uri": registry.tracking_uri,
+        "model": registry.name,
+        "aliases": aliases,
+        "versions": sorted(versions, key=lambda v: int(v["version"])),
     }
 
 

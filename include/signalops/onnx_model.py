@@ -17,6 +17,11 @@ INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"
 
 
+def onnx_feature_names(n: int) -> list[str]:
+    """onnxmltools' XGBoost converter needs features named f0..fN (so does the MLflow model)."""
+    return [f"f{i}" for i in range(n)]
+
+
 def session_options() -> Any:
     import onnxruntime as ort
 

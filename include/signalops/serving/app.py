@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from signalops.config import Settings
+from signalops.onnx_model import INPUT_NAME, OUTPUT_NAME, onnx_feature_names
 from signalops.registry import contracts as c
 from signalops.serving.pool import LoadedModel, ModelPool, SignalModels
 from signalops.serving.risk import RiskDecision
@@ -74,30 +75,29 @@ def _finite_matrix(rows: Any, width: int, where: str) -> np.ndarray:
     """A float32 [n, width] matrix from nested lists, or an ApiError saying what is wrong."""
     if not isinstance(rows, list) or not rows:
         raise ApiError(422, f"{where}: expected a non-empty list of rows")
-    # Fast path: numpy parses well-formed rows in C; anything odd falls through to the
-    # row-by-row checks below, which name the offending row and column.
+    # numpy parses well-formed rows in C; the row-by-row walk runs only when it cannot (or
+    # when bools slipped in), to name the offending row and column.
     try:
-        fast = np.array(rows, dtype=np.float64)
+        x = np.array(rows, dtype=np.float64)
     except (ValueError, TypeError, OverflowError):
-        fast = None
+        x = None
     if (
-        fast is not None
-        and fast.ndim == 2
-        and fast.shape[1] == width
-        and not any(v is True or v is False for row in rows for v in row)
-        and np.isfinite(fast).all()
-        and not (np.abs(fast) > np.finfo(np.float32).max).any()
+        x is None
+        or x.ndim != 2
+        or x.shape[1] != width
+        or any(v is True or v is False for row in rows for v in row)
     ):
-        return fast.astype(np.float32)
-    for i, row in enumerate(rows):
-        if not isinstance(row, list):
-            raise ApiError(422, f"{where}: row {i} is not a list")
-        if len(row) != width:
-            raise ApiError(422, f"{where}: row {i} has {len(row)} values, the model takes {width}")
-        for j, v in enumerate(row):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ApiError(422, f"{where}: row {i}, column {j}: {v!r} is not a number")
-    x = np.asarray(rows, dtype=np.float64)
+        for i, row in enumerate(rows):
+            if not isinstance(row, list):
+                raise ApiError(422, f"{where}: row {i} is not a list")
+            if len(row) != width:
+                raise ApiError(
+                    422, f"{where}: row {i} has {len(row)} values, the model takes {width}"
+                )
+            for j, v in enumerate(row):
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ApiError(422, f"{where}: row {i}, column {j}: {v!r} is not a number")
+        raise ApiError(422, f"{where}: a value overflows float32")  # an int beyond float64
     bad = ~np.isfinite(x)
     if bad.any():
         i, j = (int(k) for k in np.argwhere(bad)[0])
@@ -114,35 +114,20 @@ def _records_matrix(records: Any, names: tuple[str, ...], where: str) -> np.ndar
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise ApiError(422, f"{where}: record {i} is not an object")
-        rows.append(_ordered(rec, names, f"{where}: record {i}"))
+        values = list(rec.values())
+        rows.append([values[k] for k in _column_order(list(rec), names, f"{where}: record {i}")])
     return _finite_matrix(rows, len(names), where)
 
 
 def _column_order(columns: list[str], names: tuple[str, ...], where: str) -> list[int]:
-    """Positions in ``columns`` of the model's features (by name, or as f0..fN)."""
-    positional = tuple(f"f{i}" for i in range(len(names)))
+    """Positions in ``columns`` of the model's features, by name or as the MLflow model's
+    positional names f0..fN."""
     index = {col: i for i, col in enumerate(columns)}
-    for wanted in (names, positional):
+    for wanted in (names, onnx_feature_names(len(names))):
         if len(columns) == len(wanted) and all(n in index for n in wanted):
             return [index[n] for n in wanted]
     missing = [n for n in names if n not in index]
     unknown = sorted(set(columns) - set(names))
-    raise ApiError(
-        422,
-        f"{where}: columns do not match the model: missing {missing[:10]}, "
-        f"unknown {unknown[:10]} (expects {len(names)} features)",
-    )
-
-
-def _ordered(record: dict[str, Any], names: tuple[str, ...], where: str) -> list[Any]:
-    positional = tuple(f"f{i}" for i in range(len(names)))
-    keys = set(record)
-    if keys == set(names):
-        return [record[n] for n in names]
-    if keys == set(positional):  # the MLflow model's signature names them f0..fN
-        return [record[n] for n in positional]
-    missing = [n for n in names if n not in record]
-    unknown = sorted(keys - set(names))
     raise ApiError(
         422,
         f"{where}: feature names do not match the model: missing {missing[:10]}, "
@@ -358,6 +343,18 @@ class Sidecar:
             raise ApiError(503, f"no model loaded yet for {signal!r}", "not_ready")
         return models
 
+    def decide(
+        self, p: np.ndarray, apply_risk: bool = True
+    ) -> tuple[list[str], list[RiskDecision]]:
+        """BUY/SELL/HOLD per row, through the risk guard (a blocked signal becomes HOLD)."""
+        labels = [self.label(float(v)) for v in p]
+        if not apply_risk:
+            return labels, [RiskDecision(True, "ensemble member")] * len(p)
+        confidences = [max(float(v), 1 - float(v)) for v in p]
+        decisions = self.risk.check(labels, confidences, datetime.now(UTC))
+        final = [s if d.allowed else "HOLD" for s, d in zip(labels, decisions, strict=True)]
+        return final, decisions
+
     def label(self, p: float) -> str:
         if p >= self.cfg.buy_threshold:
             return "BUY"
@@ -487,13 +484,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         if len(x) > cfg.max_batch_rows:
             raise ApiError(413, f"{len(x)} rows exceed serving.max_batch_rows {cfg.max_batch_rows}")
         p = model.predict(x)
-        labels = [svc.label(float(v)) for v in p]
-        if apply_risk:
-            confidences = [max(float(v), 1 - float(v)) for v in p]
-            decisions = svc.risk.check(labels, confidences, datetime.now(UTC))
-        else:
-            decisions = [RiskDecision(True, "ensemble member")] * len(p)
-        final = [s if d.allowed else "HOLD" for s, d in zip(labels, decisions, strict=True)]
+        final, decisions = svc.decide(p, apply_risk)
         latency_ms = (time.perf_counter() - started) * 1000
         svc.log_rows(
             request_id,
@@ -550,10 +541,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
             )
         assert weighted is not None
         p = weighted / total
-        labels = [svc.label(float(v)) for v in p]
-        confidences = [max(float(v), 1 - float(v)) for v in p]
-        decisions = svc.risk.check(labels, confidences, datetime.now(UTC))
-        final = [s if d.allowed else "HOLD" for s, d in zip(labels, decisions, strict=True)]
+        final, decisions = svc.decide(p)
         return members, p, final, decisions, stamps
 
     async def signals_endpoint(request: Request) -> Response:
@@ -689,8 +677,8 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
                 raise ApiError(422, "dataframe_records: expected a list of records")
             records = data
         else:
-            if isinstance(data, dict) and INPUT_KEY in data:
-                data = data[INPUT_KEY]
+            if isinstance(data, dict) and INPUT_NAME in data:
+                data = data[INPUT_NAME]
             if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
                 records = data
             else:
@@ -716,9 +704,9 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
             "versions": [model.version],
             "platform": "onnxruntime_onnx",
             "inputs": [
-                {"name": "features", "datatype": "FP32", "shape": [-1, len(model.feature_names)]}
+                {"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, len(model.feature_names)]}
             ],
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}],
+            "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, 2]}],
             "parameters": {"feature_names": list(model.feature_names)},
         }
 
@@ -790,7 +778,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
                 "parameters": {"role": role},
                 "outputs": [
                     {
-                        "name": "probabilities",
+                        "name": OUTPUT_NAME,
                         "datatype": "FP32",
                         "shape": list(probs.shape),
                         "data": probs.ravel().tolist(),
@@ -848,7 +836,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
 
     async def reload(request: Request) -> Response:
         changes = svc.pool.refresh()
-        return _json({"changes": changes, "models": [m for m in svc.pool.models]})
+        return _json({"changes": changes, "models": list(svc.pool.models)})
 
     async def trade_result(request: Request) -> Response:
         body = await _body(request, cfg.max_body_bytes)
@@ -861,10 +849,12 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         svc.risk.reset(datetime.now(UTC))
         return _json({"status": "reset"})
 
-    async def openapi(request: Request) -> Response:
-        from signalops.serving.openapi import document
+    from signalops.serving.openapi import document
 
-        return _json(document(settings))
+    openapi_body = _json(document(settings)).body
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_body, media_type="application/json")
 
     async def null(request: Request) -> Response:
         """The HTTP stack alone (benchmark baseline): reads the body, answers a constant."""
@@ -913,6 +903,3 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.sidecar = svc
     return app
-
-
-INPUT_KEY = "features"

@@ -178,7 +178,7 @@ class CachedRiskState:
     def record_trade(self, day: str, pnl: float) -> dict[str, float]:
         state = self.inner.record_trade(day, pnl)
         with self._lock:
-            self._snapshot[day] = {**state, "trades": state["trades"]}
+            self._snapshot[day] = dict(state)
         return self.get(day)
 
     def reset(self, day: str) -> None:

@@ -16,8 +16,10 @@ def shap_importance(booster: Any, x: np.ndarray, feature_names: list[str]) -> di
     import xgboost as xgb
 
     take = np.linspace(0, len(x) - 1, min(MAX_ROWS, len(x))).round().astype(int)
-    names = [f"f{i}" for i in range(x.shape[1])]
-    contribs = booster.predict(xgb.DMatrix(x[take], feature_names=names), pred_contribs=True)
+    from signalops.onnx_model import onnx_feature_names
+
+    dmatrix = xgb.DMatrix(x[take], feature_names=onnx_feature_names(x.shape[1]))
+    contribs = booster.predict(dmatrix, pred_contribs=True)
     mean_abs = np.abs(contribs[:, :-1]).mean(axis=0)  # the last column is the bias
     order = np.argsort(-mean_abs, kind="stable")
     return {feature_names[i]: float(mean_abs[i]) for i in order}

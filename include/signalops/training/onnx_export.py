@@ -19,7 +19,7 @@ import numpy as np
 
 from signalops.errors import BadInputError
 from signalops.files import atomic_write_bytes
-from signalops.onnx_model import INPUT_NAME, load_session, predict_onnx
+from signalops.onnx_model import INPUT_NAME, load_session, onnx_feature_names, predict_onnx
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def export_onnx(booster: Any, n_features: int, path: Path) -> bytes:
     from onnxmltools.convert.common.data_types import FloatTensorType
 
     names = booster.feature_names
-    expected = [f"f{i}" for i in range(n_features)]
+    expected = onnx_feature_names(n_features)
     if names is not None and list(names) != expected:
         raise BadInputError(
             f"the booster's features must be named f0..f{n_features - 1} for onnxmltools, "
@@ -97,8 +97,8 @@ def check_parity(
 
     if len(x) == 0:
         raise BadInputError("parity check needs at least one row (the holdout is empty)")
-    names = [f"f{i}" for i in range(x.shape[1])]
-    p_native = booster.predict(xgb.DMatrix(x, feature_names=names)).astype(np.float64)
+    dmatrix = xgb.DMatrix(x, feature_names=onnx_feature_names(x.shape[1]))
+    p_native = booster.predict(dmatrix).astype(np.float64)
     p_onnx = predict_onnx(load_session(model), x)
     error = float(np.max(np.abs(p_onnx - p_native)))
     mismatches = int(np.sum((p_onnx > threshold) != (p_native > threshold)))

@@ -31,7 +31,7 @@ import pyarrow as pa
 from signalops.alerts import Alert
 from signalops.config import Settings, XGBoostParams
 from signalops.errors import BadInputError
-from signalops.files import atomic_write_bytes, atomic_write_table
+from signalops.files import atomic_write_arrow, atomic_write_bytes, atomic_write_table
 from signalops.registry import contracts as c
 from signalops.training.dataset import Dataset, Split, assemble_dataset
 from signalops.windows import parse_ts, resolve_window
@@ -192,23 +192,6 @@ def _save_state(run_dir: Path, **updates: Any) -> dict[str, Any]:
 # assemble
 
 
-def write_arrow(path: Path, table: pa.Table) -> None:
-    """Arrow IPC file, zstd-compressed, written atomically."""
-    import os
-    import tempfile
-
-    from pyarrow import feather
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    os.close(fd)
-    try:
-        feather.write_feather(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def training_key(settings: Settings, dataset: Dataset, request: RetrainRequest) -> str:
     """Same data snapshot and same training settings: the same model (training is seeded)."""
     payload = {
@@ -222,7 +205,7 @@ def training_key(settings: Settings, dataset: Dataset, request: RetrainRequest) 
 
 
 def assemble(settings: Settings, run_dir: Path) -> StepResult:
-    """Point-in-time labeled rows -> ``dataset.parquet``; opens the run's MLflow run."""
+    """Point-in-time labeled rows -> ``dataset.arrow``; opens the run's MLflow run."""
     from signalops.registry import Registry, code_version
 
     request = _request(run_dir)
@@ -239,7 +222,7 @@ def assemble(settings: Settings, run_dir: Path) -> StepResult:
     # Features as float32 (what XGBoost and ONNX consume); Arrow IPC writes and reads several
     # times faster than Parquet, and every later task reads this file.
     frame32 = dataset.frame.astype(dict.fromkeys(dataset.feature_names, "float32"))
-    write_arrow(run_dir / DATASET, pa.Table.from_pandas(frame32, preserve_index=False))
+    atomic_write_arrow(run_dir / DATASET, pa.Table.from_pandas(frame32, preserve_index=False))
     del frame32
     meta = {
         "feature_names": dataset.feature_names,
@@ -403,7 +386,8 @@ def _booster(run_dir: Path) -> Any:
 
 def export(settings: Settings, run_dir: Path) -> StepResult:
     """ONNX export and the parity gate on the whole holdout; a failure ends the run here."""
-    from signalops.training.onnx_export import check_parity, export_onnx
+    from signalops.registry import Registry
+    from signalops.training.onnx_export import ParityError, check_parity, export_onnx
 
     run_id = _state(run_dir)["mlflow_run_id"]
     dataset, split, booster = load_dataset(run_dir), _split(run_dir), _booster(run_dir)
@@ -416,22 +400,6 @@ def export(settings: Settings, run_dir: Path) -> StepResult:
         settings.training.max_parity_error,
         settings.evaluation.threshold,
     )
-    return _record_parity(settings, run_dir, run_id, dataset, split, report, p_native, p_onnx)
-
-
-def _record_parity(
-    settings: Settings,
-    run_dir: Path,
-    run_id: str,
-    dataset: Dataset,
-    split: Split,
-    report: Any,
-    p_native: np.ndarray,
-    p_onnx: np.ndarray,
-) -> StepResult:
-    from signalops.registry import Registry
-    from signalops.training.onnx_export import ParityError
-
     atomic_write_bytes(run_dir / c.PARITY_JSON, json.dumps(report.as_dict(), indent=2).encode())
     holdout = dataset.frame.iloc[split.valid][["symbol", "ts", "label_return", "label_up"]]
     scores = holdout.assign(p_xgboost=p_native, p_onnx=p_onnx)
@@ -560,8 +528,10 @@ def evaluate(settings: Settings, run_dir: Path) -> StepResult:
 
     import xgboost as xgb
 
+    from signalops.onnx_model import onnx_feature_names
+
     train_scores = booster.predict(
-        xgb.DMatrix(x[split.train], feature_names=[f"f{i}" for i in range(len(names))])
+        xgb.DMatrix(x[split.train], feature_names=onnx_feature_names(len(names)))
     )
     profile = build_profile(dataset.frame.iloc[split.train], names, scores=train_scores)
     profile["feature_set_version"] = dataset.feature_set_version
@@ -624,11 +594,13 @@ def _mlflow_model_dir(run_dir: Path, booster: Any, n_features: int) -> Path:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
+    from signalops.onnx_model import onnx_feature_names
+
     target = run_dir / c.MODEL_DIR
     staging = run_dir / f".{c.MODEL_DIR}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     signature = ModelSignature(
-        inputs=Schema([ColSpec("float", f"f{i}") for i in range(n_features)]),
+        inputs=Schema([ColSpec("float", name) for name in onnx_feature_names(n_features)]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]),
     )
     import xgboost
@@ -672,7 +644,8 @@ def register(settings: Settings, run_dir: Path) -> StepResult:
         raise BadInputError(f"register {run_dir.name}: the gate did not pass (action {action!r})")
     registry = Registry(settings)
     dataset, booster = load_dataset(run_dir), _booster(run_dir)
-    version = registry.run_tags(run_id).get(c.TAG_MODEL_VERSION)
+    run_tags = registry.run_tags(run_id)
+    version = run_tags.get(c.TAG_MODEL_VERSION)
     if version is None:  # a retried register does not create a second version
         folder = _mlflow_model_dir(run_dir, booster, len(dataset.feature_names))
         registry.log_artifacts(run_id, folder, c.MODEL_DIR)
@@ -683,7 +656,7 @@ def register(settings: Settings, run_dir: Path) -> StepResult:
                 c.TAG_FEATURE_SET: dataset.feature_set_version,
                 c.TAG_TRAINING_KEY: state["training_key"],
                 c.TAG_PARITY_ERROR: f"{parity['max_abs_error']:.3g}",
-                c.TAG_CODE_VERSION: registry.run_tags(run_id).get(c.TAG_CODE_VERSION, "?"),
+                c.TAG_CODE_VERSION: run_tags.get(c.TAG_CODE_VERSION, "?"),
                 c.TAG_GATE: "passed",
                 c.TAG_RUN_KEY: _request(run_dir).run_key,
             },
@@ -748,20 +721,17 @@ def run_all(
     run_dir = write_request(settings, request)
     results: dict[str, StepResult] = {}
     timings = {} if timings is None else timings
-    for name, step in (
-        ("assemble", assemble),
-        ("train", train),
-        ("export", export),
-        ("evaluate", evaluate),
-    ):
+
+    def run(name: str, step: Any) -> StepResult:
         started = time.perf_counter()
         results[name] = step(settings, run_dir)
         timings[name] = time.perf_counter() - started
-    started = time.perf_counter()
-    if results["evaluate"].figures["passed"]:
-        results["register"] = register(settings, run_dir)
-        timings["register"] = time.perf_counter() - started
+        return results[name]
+
+    for name, step in (("assemble", assemble), ("train", train), ("export", export)):
+        run(name, step)
+    if run("evaluate", evaluate).figures["passed"]:
+        run("register", register)
     else:
-        results["reject"] = reject(settings, run_dir)
-        timings["reject"] = time.perf_counter() - started
+        run("reject", reject)
     return results

@@ -18,14 +18,10 @@ import numpy as np
 
 from signalops.config import TrainingSettings, XGBoostParams
 from signalops.evaluation.metrics import ml_metrics
+from signalops.onnx_model import onnx_feature_names
 from signalops.training.dataset import Dataset, Split, holdout_split, walk_forward
 
 log = logging.getLogger(__name__)
-
-
-def onnx_feature_names(n: int) -> list[str]:
-    """onnxmltools' XGBoost converter needs features named f0..fN."""
-    return [f"f{i}" for i in range(n)]
 
 
 def booster_params(
