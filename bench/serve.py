@@ -10,7 +10,10 @@ worker process (the load generator takes the other core). Measured:
 * ``mlflow models serve`` on the same version (``models:/<signal>@champion``), ``/invocations``;
 * a null endpoint on the sidecar's own HTTP stack (reads the body, returns a constant).
 
-Prints req/s, p50 and p99 for each, the ratios (targets: sidecar >= 15x mlflow's
+The sidecar's endpoints and the null endpoint run in ``--rounds`` interleaved rounds
+(medians); /invocations also with one connection (latency without queueing) and with the
+shadow challenger switched off (what shadow scoring costs). Prints req/s, p50 and p99 for
+each, the ratios (targets: sidecar >= 15x mlflow's
 throughput, >= 0.6x the null endpoint, p99 <= 5 ms) and the sidecar's resident memory with
 two models loaded (target <= 300 MB).
 
@@ -25,12 +28,14 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -66,11 +71,13 @@ wrk.body = [==[%s]==]
 """
 
 
-def wrk(url: str, body: str, duration: int, workdir: Path) -> dict[str, float]:
+def wrk(
+    url: str, body: str, duration: int, workdir: Path, connections: int = 8
+) -> dict[str, float]:
     script = workdir / f"post-{uuid.uuid4().hex[:6]}.lua"
     script.write_text(LUA % body)
     out = subprocess.run(
-        ["wrk", "-t1", "-c8", f"-d{duration}s", "--latency", "-s", str(script), url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
@@ -102,13 +109,77 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def measure_mlflow(
+    settings: Any,
+    env: dict[str, str],
+    work: Path,
+    mlflow_log: Path,
+    mlflow_port: int,
+    split_f: str,
+    duration: int,
+) -> dict[str, float]:
+    """`mlflow models serve` (one worker) on the champion, under the same wrk load."""
+    with open(mlflow_log, "wb") as log_handle:
+        venv_bin = str(Path(sys.executable).parent)  # mlflow execs `uvicorn` from PATH
+        mlflow_env = dict(
+            env,
+            MLFLOW_TRACKING_URI=settings.mlflow_tracking_uri,
+            PATH=f"{venv_bin}:{env.get('PATH', '')}",
+        )
+        mlflow = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("mlflow")),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{settings.signal_name}@champion",
+                "--env-manager",
+                "local",
+                "--workers",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+            ],
+            env=mlflow_env,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+        )
+        try:
+            base = f"http://127.0.0.1:{mlflow_port}"
+            wait_ready(f"{base}/ping", mlflow, mlflow_log)
+            check = httpx.post(
+                base + "/invocations",
+                content=split_f,
+                headers={"Content-Type": "application/json"},
+                timeout=5,
+            )
+            assert check.status_code == 200, check.text
+            wrk(base + "/invocations", split_f, 2, work)
+            result = wrk(base + "/invocations", split_f, duration, work)
+            print(f"  mlflow: {result}")
+            return result
+        finally:
+            mlflow.terminate()
+            mlflow.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
     parser.add_argument(
         "--pg-url", default="postgresql+psycopg2://postgres@localhost:5432/postgres"
     )
     parser.add_argument("--redis-url", default="redis://localhost:6379/15")
+    parser.add_argument(
+        "--skip-mlflow", action="store_true", help="sidecar and null endpoint only (no ratio)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the state (and database) to rerun by hand"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -172,7 +243,7 @@ def main() -> None:
         try:
             base = f"http://127.0.0.1:{side_port}"
             wait_ready(f"{base}/ready", side, side_log)
-            for name, path, body in (
+            targets = (
                 ("sidecar /invocations", "/invocations", split_f),
                 (
                     "sidecar /v1/signals (Redis, log on)",
@@ -180,76 +251,78 @@ def main() -> None:
                     json.dumps({"symbol": "AAA"}),
                 ),
                 ("null endpoint (same HTTP stack)", "/null", split_f),
-            ):
+            )
+            for _, path, body in targets:
                 check = httpx.post(base + path, content=body, timeout=5)
                 assert check.status_code == 200, check.text
                 wrk(base + path, body, 2, work)  # warm-up
-                results[name] = wrk(base + path, body, args.duration, work)
-                print(f"  {name}: {results[name]}")
+            # Rounds, interleaved: the machine's noise hits every target alike; medians.
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in targets}
+            for i in range(args.rounds):
+                for name, path, body in targets:
+                    runs[name].append(wrk(base + path, body, args.duration, work))
+                    print(f"  round {i + 1}: {name}: {runs[name][-1]}")
+            for name, measured in runs.items():
+                results[name] = {
+                    key: statistics.median(r[key] for r in measured) for key in measured[0]
+                }
+                results[name]["non_2xx"] = sum(r["non_2xx"] for r in measured)
+            # Latency without queueing: one connection (with 8, Little's law puts the mean
+            # at 8 / throughput, and p99 follows the queue, not the service time).
+            results["sidecar /invocations, 1 conn"] = wrk(
+                base + "/invocations", split_f, args.duration, work, connections=1
+            )
+            print(f"  1 connection: {results['sidecar /invocations, 1 conn']}")
             memory = rss_mb(side.pid)
             models = httpx.get(f"{base}/v1/models").json()["models"]
         finally:
             side.terminate()
             side.wait(timeout=30)
-    with open(mlflow_log, "wb") as log_handle:
-        venv_bin = str(Path(sys.executable).parent)  # mlflow execs `uvicorn` from PATH
-        mlflow_env = dict(
-            env,
-            MLFLOW_TRACKING_URI=settings.mlflow_tracking_uri,
-            PATH=f"{venv_bin}:{env.get('PATH', '')}",
-        )
-        mlflow = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("mlflow")),
-                "models",
-                "serve",
-                "-m",
-                f"models:/{settings.signal_name}@champion",
-                "--env-manager",
-                "local",
-                "--workers",
-                "1",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(mlflow_port),
-            ],
-            env=mlflow_env,
+    # What the shadow challenger costs: the same /invocations with shadow scoring off.
+    with open(side_log, "ab") as log_handle:
+        side = subprocess.Popen(
+            [sys.executable, "-m", "signalops.serving", "--workers", "1", "--port", str(side_port)],
+            env=dict(env, SIGNALOPS_SERVING__SHADOW="false"),
             stdout=log_handle,
             stderr=subprocess.STDOUT,
             cwd=work,
         )
         try:
-            base = f"http://127.0.0.1:{mlflow_port}"
-            wait_ready(f"{base}/ping", mlflow, mlflow_log)
-            check = httpx.post(
-                base + "/invocations",
-                content=split_f,
-                headers={"Content-Type": "application/json"},
-                timeout=5,
-            )
-            assert check.status_code == 200, check.text
+            base = f"http://127.0.0.1:{side_port}"
+            wait_ready(f"{base}/ready", side, side_log)
             wrk(base + "/invocations", split_f, 2, work)
-            results["mlflow models serve /invocations"] = wrk(
-                base + "/invocations", split_f, args.duration, work
-            )
-            print(f"  mlflow: {results['mlflow models serve /invocations']}")
+            for name, connections in (
+                ("sidecar /invocations, shadow off", 8),
+                ("sidecar /invocations, shadow off, 1 conn", 1),
+            ):
+                results[name] = wrk(
+                    base + "/invocations", split_f, args.duration, work, connections=connections
+                )
+                print(f"  {name}: {results[name]}")
         finally:
-            mlflow.terminate()
-            mlflow.wait(timeout=30)
-
-    ml = results["mlflow models serve /invocations"]["rps"]
+            side.terminate()
+            side.wait(timeout=30)
+    if not args.skip_mlflow:
+        results["mlflow models serve /invocations"] = measure_mlflow(
+            settings, env, work, mlflow_log, mlflow_port, split_f, args.duration
+        )
+    ml = results.get("mlflow models serve /invocations", {}).get("rps", float("nan"))
     null = results["null endpoint (same HTTP stack)"]["rps"]
-    print(f"\nwrk -t1 -c8 -d{args.duration}s, one row per request, one server worker")
+    print(
+        f"\nwrk -t1 -c8 -d{args.duration}s, one row per request, one server worker; "
+        f"sidecar and null: median of {args.rounds} interleaved rounds"
+    )
     print(
         f"{'server':40s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} "
         f"{'x mlflow':>9s} {'x null':>7s}"
     )
     for name, r in results.items():
-        print(
-            f"{name:40s} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-            f"{r['rps'] / ml:9.1f} {r['rps'] / null:7.2f}"
+        ratios = (
+            f"{'-':>9s} {'-':>7s}"  # another load: not comparable
+            if "1 conn" in name
+            else f"{r['rps'] / ml:9.1f} {r['rps'] / null:7.2f}"
         )
+        print(f"{name:40s} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {ratios}")
         if r["non_2xx"] or r["socket_errors"]:
             print(
                 f"  ! {name}: {int(r['non_2xx'])} non-2xx responses, "
@@ -259,6 +332,9 @@ def main() -> None:
         f"sidecar resident memory with {len(models)} models loaded: {memory:.0f} MB "
         f"(target 300 MB: ratio {memory / 300:.2f})"
     )
+    if args.keep:
+        print(f"kept: cd {work} && env " + " ".join(f"{k}={v}" for k, v in env_over.items()))
+        return
     if pg_db:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)'))

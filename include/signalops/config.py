@@ -226,8 +226,11 @@ class ServingSettings(_Section):
     admin_token: str | None = Field(
         None, description="bearer token for /v1/admin/*; from SIGNALOPS_SERVING__ADMIN_TOKEN"
     )
+    shadow: bool = Field(
+        True, description="score every request with the challenger too while its weight is 0"
+    )
     log_batch_size: int = Field(500, gt=0)
-    log_flush_interval_s: float = Field(0.2, gt=0)
+    log_flush_interval_s: float = Field(0.05, gt=0)
     risk: RiskSettings = RiskSettings()
     ensembles: tuple[EnsembleSettings, ...] = Field(
         (), description="combined signals served under their own name (YAML)"

@@ -201,22 +201,34 @@ class RiskGuard:
         self.tz = ZoneInfo(settings.timezone)
         hours = settings.trading_hours
         self.hours = (time.fromisoformat(hours[0]), time.fromisoformat(hours[1])) if hours else None
+        self._calendar_cache: tuple[int, str, str | None] = (-1, "", None)
 
     def day(self, now: datetime) -> str:
         return now.astimezone(self.tz).date().isoformat()
+
+    def _calendar(self, now: datetime) -> tuple[str, str | None]:
+        """The trading day and the market-hours rule that blocks trading (None: open),
+        worked out once per second (time zone conversion is on every request's path)."""
+        second = int(now.timestamp())
+        cached = self._calendar_cache  # one tuple: a consistent read from any thread
+        if cached[0] == second:
+            return cached[1], cached[2]
+        cfg = self.settings
+        local = now.astimezone(self.tz)
+        rule = None
+        if local.weekday() not in cfg.trading_days:
+            rule = f"outside trading days ({local.strftime('%A')})"
+        elif self.hours and not (self.hours[0] <= local.time() < self.hours[1]):
+            rule = f"outside trading hours {self.hours[0]}-{self.hours[1]} {cfg.timezone}"
+        self._calendar_cache = (second, local.date().isoformat(), rule)
+        return self._calendar_cache[1], rule
 
     def check(
         self, signals: list[str], confidences: list[float], now: datetime
     ) -> list[RiskDecision]:
         """Decide for each BUY/SELL signal; HOLD passes through as allowed."""
         cfg = self.settings
-        local = now.astimezone(self.tz)
-        market_rule = None
-        if local.weekday() not in cfg.trading_days:
-            market_rule = f"outside trading days ({local.strftime('%A')})"
-        elif self.hours and not (self.hours[0] <= local.time() < self.hours[1]):
-            market_rule = f"outside trading hours {self.hours[0]}-{self.hours[1]} {cfg.timezone}"
-        day = self.day(now)
+        day, market_rule = self._calendar(now)
         state = self.state.get(day)
         breaker = None
         if state["pnl"] <= -cfg.max_daily_loss:
