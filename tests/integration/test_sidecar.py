@@ -504,3 +504,62 @@ def test_oversized_and_empty_bodies(server: Server) -> None:
         metrics = cl.get("/metrics").text
     assert 'signalops_errors_total{endpoint="invocations",kind="too_large"}' in metrics
     assert 'status="500"' not in metrics
+
+
+def test_two_workers_share_one_metrics_view(server: Server, tmp_path: Path) -> None:
+    """``--workers 2``: requests spread over both processes; any scrape counts them all."""
+    port = _free_port()
+    env = dict(server.env, SIGNALOPS_SERVING__PORT=str(port))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log_path = tmp_path / "two-workers.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "signalops.serving", "--workers", "2"],
+            env=env,
+            cwd=tmp_path,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                try:
+                    if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.3)
+            time.sleep(2)  # the second worker may still be loading its models
+            ids: list[str] = []
+            lock = threading.Lock()
+
+            def burst() -> None:
+                for _ in range(25):  # a new connection each time: the kernel picks a worker
+                    r = httpx.post(f"{url}/v1/signals", json={"symbol": "AAA"}, timeout=10)
+                    assert r.status_code == 200, r.text
+                    with lock:
+                        ids.append(r.json()["request_id"])
+
+            threads = [threading.Thread(target=burst) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(ids) == 200
+            workers = {rid.rsplit("-", 1)[0] for rid in ids}  # ids carry a per-process prefix
+            assert len(workers) == 2, workers
+            for _ in range(4):  # each scrape lands on either worker
+                text = httpx.get(f"{url}/metrics", timeout=10).text
+                counted = sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith("signalops_http_requests_total{")
+                    and 'endpoint="signals"' in line
+                    and 'status="200"' in line
+                )
+                assert counted == 200, text[:2000]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)

@@ -266,6 +266,7 @@ class Sidecar:
             settings.state_dir / "serving" / "spill",
             self.cfg.log_batch_size,
             self.cfg.log_flush_interval_s,
+            on_stats=self._log_stats,
         )
         redis_url = settings.online_store.redis_url
         state: RiskState = (
@@ -299,11 +300,17 @@ class Sidecar:
         self.pool.stop()
         self.shadow.close()
         self.predlog.close()
+        self.metrics.close()
         close = getattr(self.risk.state, "close", None)
         if close is not None:
             close()
         if self._online is not None:
             self._online.close()
+
+    def _log_stats(self, stats: dict[str, Any]) -> None:
+        self.metrics.log_depth.set(stats.get("depth", 0))
+        self.metrics.spilled.set(stats.get("spilled", 0))
+        self.metrics.reloads.set(self.pool.stats.reloads)
 
     def _alert(self, title: str, text: str) -> None:
         from signalops.alerts import Alert, AlertError, send_alert

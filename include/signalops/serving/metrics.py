@@ -46,9 +46,23 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.reloads = Gauge("signalops_model_reloads", "Model swaps so far", registry=r)
-        self.log_depth = Gauge("signalops_prediction_log_depth", "Rows buffered", registry=r)
-        self.spilled = Gauge("signalops_prediction_log_spilled", "Rows spilled to disk", registry=r)
+        # With several workers: live processes only; swaps are the same in every worker,
+        # buffered and spilled rows add up.
+        self.reloads = Gauge(
+            "signalops_model_reloads", "Model swaps so far", registry=r, multiprocess_mode="livemax"
+        )
+        self.log_depth = Gauge(
+            "signalops_prediction_log_depth",
+            "Rows buffered (server and writer process)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.spilled = Gauge(
+            "signalops_prediction_log_spilled",
+            "Rows spilled to disk",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: label lookup is on every request's path."""
@@ -57,6 +71,13 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return found
+
+    def close(self) -> None:
+        """A worker that stops takes its live gauges with it."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())
 
     def render(self) -> tuple[bytes, str]:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

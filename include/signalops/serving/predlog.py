@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -309,7 +310,9 @@ class PredictionLogClient:
         spill_dir: Path,
         batch_size: int = 500,
         flush_interval_s: float = 0.2,
+        on_stats: Callable[[dict[str, Any]], None] | None = None,
     ):
+        self.on_stats = on_stats  # called with the writer's figures, about once a second
         self.config = {
             "warehouse_url": warehouse_url,
             "spill_dir": str(spill_dir),
@@ -363,6 +366,9 @@ class PredictionLogClient:
                 self.writer_stats = orjson.loads(line)
             except orjson.JSONDecodeError:
                 log.warning("prediction log writer: %r", line[:200])
+                continue
+            if self.on_stats is not None:
+                self.on_stats(self.writer_stats)
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_interval_s):
