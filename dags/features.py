@@ -8,9 +8,14 @@ next H bars (never a feature).
 
 * **plan_window** picks `[start, end)`: the params if set, else the union of the windows in
   the triggering `signalops/bars` events, else the newest hour of bars in the warehouse.
-* **compute_offline** rewrites the touched UTC days in the offline store (Parquet,
-  partitioned by feature-set version, symbol and day; atomic, idempotent) and emits
-  `signalops/features`.
+* **compute_offline** recomputes the touched UTC days into a staging store.
+* **validate** is the validation gate: the Great Expectations suite `features.<version>`
+  (declared ranges, types, null share, unique `(symbol, ts)`, row count against the bars
+  they came from). It fails the run on bad features (the task log names the expectation,
+  column, row count and examples, and links the GX data docs under
+  `<state_dir>/validation`); when it passes, it publishes the days into the offline store
+  (Parquet, partitioned by feature-set version, symbol and day; atomic, idempotent) and
+  emits `signalops/features`.
 * **publish_online** pushes the newest vector per symbol to the online store (Redis when
   configured, else the warehouse table); never rolls it back to an older bar.
 
@@ -88,22 +93,35 @@ def features() -> None:
             "version": params["feature_set_version"],
         }
 
-    @task(outlets=[FEATURES])
-    def compute_offline(window: dict, outlet_events: Any = None) -> dict:
-        """Compute features + labels for the window's days into the offline store."""
+    @task
+    def compute_offline(window: dict) -> dict:
+        """Compute features + labels for the window's days into a staging store."""
         from signalops.config import load_settings
         from signalops.features.pipeline import build_features
+        from signalops.validation.gate import features_staging
         from signalops.windows import parse_ts
 
+        settings = load_settings()
+        version = window["version"] or settings.features.feature_set_version
         with task_errors():
-            result = build_features(
-                load_settings(),
+            return build_features(
+                settings,
                 parse_ts(window["start"], "start"),
                 parse_ts(window["end"], "end"),
-                window["version"],
+                version,
+                staging=features_staging(settings, version, window["start"], window["end"]),
             ).as_dict()
-        outlet_events[FEATURES].extra = result
-        return result
+
+    @task(outlets=[FEATURES])
+    def validate(built: dict, run_id: Any = None, outlet_events: Any = None) -> dict:
+        """The validation gate (GX suite `features.<version>`); publishes the days if it passes."""
+        from signalops.config import load_settings
+        from signalops.validation.gate import gate_features
+
+        with task_errors():
+            report = gate_features(load_settings(), built, f"{run_id}")
+        outlet_events[FEATURES].extra = {**built, "validation": report["json_path"]}
+        return built
 
     @task
     def publish_online(built: dict) -> dict:
@@ -114,7 +132,7 @@ def features() -> None:
         with task_errors():
             return publish(load_settings(), built["feature_set_version"])
 
-    publish_online(compute_offline(plan_window()))
+    publish_online(validate(compute_offline(plan_window())))
 
 
 features()

@@ -8,6 +8,11 @@ validates them and upserts them into the warehouse `bars` table keyed by `(symbo
 * **extract** fetches and validates; a bad batch (missing column, unparsable timestamp,
   high < low, negative volume, duplicate `(symbol, ts)`) fails here with the file, line and
   column named, and **nothing is written**. Gaps are logged, never filled.
+* **validate** is the validation gate: the Great Expectations suite `bars` (schema, types,
+  not-null, high >= max(open, close), low <= min(open, close), volume >= 0, unique
+  `(symbol, ts)`, monotonic time and bounded gaps per symbol, counting the warehouse's
+  previous bar). A failure stops the run before anything is loaded; the task log names the
+  expectation, column, row count and examples and links the GX data docs.
 * **load** upserts the staged file: a rerun changes nothing, a late correction overwrites.
   It emits the `signalops/bars` Asset (with the window in its `extra`), which schedules the
   `features` DAG.
@@ -77,6 +82,20 @@ def market_data() -> None:
             )
             return extract_bars(load_settings(), start, end, params["symbols"] or None).as_dict()
 
+    @task
+    def validate(staged: dict, run_id: Any = None) -> dict:
+        """The validation gate: the batch against the versioned GX suite `bars`."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from signalops.config import load_settings
+        from signalops.validation.gate import gate_bars
+
+        if staged["rows"] == 0:
+            raise AirflowSkipException(f"no bars in {staged['start']} .. {staged['end']}")
+        with task_errors():
+            report = gate_bars(load_settings(), staged, f"{run_id}")
+        return {**staged, "validation": report["json_path"]}
+
     @task(outlets=[BARS])
     def load(staged: dict, outlet_events: Any = None) -> dict:
         """Upsert the staged bars into the warehouse and announce them."""
@@ -92,7 +111,7 @@ def market_data() -> None:
         outlet_events[BARS].extra = {"start": staged["start"], "end": staged["end"], **result}
         return result
 
-    load(extract())
+    load(validate(extract()))
 
 
 market_data()

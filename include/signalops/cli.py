@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from signalops.config import ConfigError, Settings, load_settings
@@ -138,8 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_summary(settings), indent=2))
         return 0
     if args.command == "retrain":
-        from datetime import UTC, datetime
-
         from signalops.training.retrain import plan_request, run_all
 
         params = {
@@ -156,17 +155,25 @@ def main(argv: list[str] | None = None) -> int:
     start, end = resolve_window(args.start, args.end, what=args.command)
     if args.command == "collect":
         from signalops.data.collect import extract_bars, load_bars
+        from signalops.validation.gate import gate_bars
 
         staged = extract_bars(settings, start, end)
+        if staged.rows:
+            gate_bars(settings, staged.as_dict(), f"cli__{datetime.now(UTC):%Y%m%dT%H%M%S}")
         print(json.dumps(load_bars(settings, staged.path, staged.source)))
     else:
         from signalops.features.pipeline import build_features, publish_online
+        from signalops.validation.gate import features_staging, gate_features
 
-        built = build_features(settings, start, end, args.version)
+        version = args.version or settings.features.feature_set_version
+        staging = features_staging(settings, version, start.isoformat(), end.isoformat())
+        built = build_features(settings, start, end, version, staging=staging)
+        gate = gate_features(settings, built.as_dict(), f"cli__{datetime.now(UTC):%Y%m%dT%H%M%S}")
         print(
             json.dumps(
                 {
                     "offline": built.as_dict(),
+                    "validation": {k: gate[k] for k in ("success", "rows", "json_path")},
                     "online": publish_online(settings, built.feature_set_version),
                 }
             )
@@ -174,5 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(argv: list[str] | None = None) -> int:
+    """``main`` with bad input (data, parameters) as a one-paragraph error and exit code 2."""
+    from signalops.errors import BadInputError
+
+    try:
+        return main(argv)
+    except BadInputError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())

@@ -109,6 +109,43 @@ class FeatureSettings(_Section):
     horizon_bars: int = Field(12, gt=0, description="label: direction of the return over H bars")
 
 
+class ValidationSettings(_Section):
+    """The Great Expectations gate on bars (after collection) and features (after compute)."""
+
+    max_gap_bars: int = Field(
+        864, gt=0, description="longest allowed step between a symbol's bars (default 3 days)"
+    )
+    max_null_share: float = Field(
+        0.0, ge=0, lt=1, description="share of null values a feature column may have"
+    )
+
+
+class DriftSettings(_Section):
+    """The hourly drift monitor. Severity rests on effect sizes, never on p-values alone."""
+
+    window_hours: float = Field(24.0, gt=0, description="current window: the last N hours")
+    min_rows: int = Field(200, gt=0, description="fewer current rows: the check is skipped")
+    method: Literal["psi", "ks", "wasserstein"] = Field(
+        "psi", description="what flags a feature as drifted"
+    )
+    psi_moderate: float = Field(0.1, gt=0, description="PSI from here: moderate drift")
+    psi_significant: float = Field(0.2, gt=0, description="PSI from here: significant drift")
+    ks_p_value: float = Field(0.05, gt=0, lt=1, description="KS: p below this ...")
+    ks_min_statistic: float = Field(0.1, gt=0, le=1, description="... and D at least this")
+    wasserstein_threshold: float = Field(
+        0.1, gt=0, description="normalized Wasserstein distance (in reference std units)"
+    )
+    share_medium: float = Field(0.2, gt=0, le=1, description="drifted share: medium")
+    share_high: float = Field(0.5, gt=0, le=1, description="drifted share: high")
+    accuracy_drop_medium: float = Field(0.05, gt=0, le=1)
+    accuracy_drop_high: float = Field(0.10, gt=0, le=1)
+    min_outcomes: int = Field(100, gt=0, description="matured labels needed for label drift")
+    report_sample_rows: int = Field(5_000, gt=0, description="rows of each side in Evidently")
+    realert_hours: float = Field(
+        24.0, gt=0, description="the same (or lower) severity alerts again only after this"
+    )
+
+
 class WarehouseSettings(_Section):
     url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under state_dir")
 
@@ -258,6 +295,8 @@ class Settings(_Section):
     market: MarketSettings = MarketSettings()
     features: FeatureSettings = FeatureSettings()
     warehouse: WarehouseSettings = WarehouseSettings()
+    validation: ValidationSettings = ValidationSettings()
+    drift: DriftSettings = DriftSettings()
     online_store: OnlineStoreSettings = OnlineStoreSettings()
     mlflow: MlflowSettings = MlflowSettings()
     training: TrainingSettings = TrainingSettings()

@@ -65,6 +65,44 @@ predictions_table = sa.Table(
     sa.Column("latency_ms", sa.Float(53), nullable=False),
 )
 
+# The drift monitor's checks: one row per (signal, model version, window end), rewritten
+# when the same window is checked again, plus one row per feature.
+drift_checks_table = sa.Table(
+    "drift_checks",
+    metadata,
+    sa.Column("signal_name", sa.String(128), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("window_end", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("severity", sa.String(8), nullable=False),  # none | low | medium | high
+    sa.Column("share_drifted", sa.Float(53), nullable=False),
+    sa.Column("prediction_psi", sa.Float(53), nullable=True),
+    sa.Column("accuracy", sa.Float(53), nullable=True),
+    sa.Column("holdout_accuracy", sa.Float(53), nullable=True),
+    sa.Column("matured_rows", sa.Integer, nullable=False),
+    sa.Column("reasons", sa.JSON, nullable=False),
+    sa.Column("recommendations", sa.JSON, nullable=False),
+    sa.Column("alerted", sa.Boolean, nullable=False),
+    sa.Column("report_path", sa.String(1024), nullable=True),
+)
+
+drift_features_table = sa.Table(
+    "drift_features",
+    metadata,
+    sa.Column("signal_name", sa.String(128), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("window_end", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("feature", sa.String(128), primary_key=True),
+    sa.Column("psi", sa.Float(53), nullable=False),
+    sa.Column("ks_statistic", sa.Float(53), nullable=False),
+    sa.Column("ks_p_value", sa.Float(53), nullable=False),
+    sa.Column("wasserstein", sa.Float(53), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),  # none | moderate | significant
+    sa.Column("drifted", sa.Boolean, nullable=False),
+)
+
 UPSERT_CHUNK = 2_000
 
 
@@ -210,6 +248,21 @@ class Warehouse:
         for c in ("first_ts", "last_ts"):
             frame[c] = to_utc_series(frame[c])
         return frame
+
+    def previous_bar_ts(self, symbols: list[str], before: datetime) -> dict[str, pd.Timestamp]:
+        """Each symbol's newest bar strictly before ``before`` (symbols without one: absent)."""
+        t = bars_table
+        query = (
+            sa.select(t.c.symbol, sa.func.max(t.c.ts))
+            .where(t.c.symbol.in_(symbols), t.c.ts < _utc(before))
+            .group_by(t.c.symbol)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).fetchall()
+        if not rows:
+            return {}
+        stamps = to_utc_series(pd.Series([r[1] for r in rows]))
+        return {str(r[0]): stamps.iloc[i] for i, r in enumerate(rows)}
 
     def last_bar_ts(self) -> pd.Timestamp | None:
         with self.engine.connect() as conn:

@@ -10,8 +10,10 @@ last H bars before ``start`` mature only with the new bars.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -37,6 +39,8 @@ class BuildResult:
     rows: int
     labeled_rows: int
     spec_path: str
+    staging_dir: str | None = None  # set when the days were written for the validation gate
+    expected_rows: int = 0  # bars of those days with enough history: the rows there must be
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,16 +52,23 @@ def build_features(
     end: datetime,
     version: str | None = None,
     symbols: list[str] | None = None,
+    staging: Path | None = None,
 ) -> BuildResult:
-    """Recompute and rewrite the offline-store days touched by ``[start, end)``."""
+    """Recompute and rewrite the offline-store days touched by ``[start, end)``.
+
+    With ``staging``, the days go to a store rooted there instead (emptied first), for the
+    validation gate to check and publish (``signalops.validation.gate_features``).
+    """
     feature_set = get_feature_set(version or settings.features.feature_set_version)
     horizon = settings.features.horizon_bars
     bar = settings.market.bar
     symbols = list(symbols or settings.market.symbols)
-    store = OfflineStore(settings.lake_dir)
-    spec_path = store.write_spec(feature_set, horizon)
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)  # a rerun starts from a clean slate
+    store = OfflineStore(staging if staging is not None else settings.lake_dir)
+    spec_path = OfflineStore(settings.lake_dir).write_spec(feature_set, horizon)
     days = utc_days(start - horizon * bar, end)
-    files = rows = labeled = 0
+    files = rows = labeled = expected = 0
     with Warehouse(settings.warehouse_url) as warehouse:
         warehouse.create_all()
         for day in days:
@@ -68,6 +79,9 @@ def build_features(
             )
             features = compute_features(bars, feature_set, horizon)
             features = features[(features["ts"] >= day_start) & (features["ts"] < day_end)]
+            position = bars.groupby("symbol").cumcount()  # earlier bars each bar has
+            in_day = (bars["ts"] >= day_start) & (bars["ts"] < day_end)
+            expected += int((in_day & (position >= feature_set.warmup)).sum())
             if features.empty:
                 continue
             written = store.write_day(feature_set.version, day, features)
@@ -83,6 +97,8 @@ def build_features(
         rows,
         labeled,
         str(spec_path),
+        str(staging) if staging is not None else None,
+        expected,
     )
     log.info(
         "feature set %s: %d rows (%d labeled) in %d files over %d day(s) for %s .. %s under %s",

@@ -70,8 +70,9 @@ class Registry:
 
     # -- runs ---------------------------------------------------------------------------
 
-    def experiment_id(self) -> str:
-        name = f"{EXPERIMENT_PREFIX}/{self.name}"
+    def experiment_id(self, kind: str | None = None) -> str:
+        """This signal's experiment (training runs), or its ``kind`` one (e.g. ``drift``)."""
+        name = f"{EXPERIMENT_PREFIX}/{self.name}" + (f"/{kind}" if kind else "")
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return str(found.experiment_id)
@@ -80,18 +81,18 @@ class Registry:
             location = self.settings.mlflow_artifact_root.as_uri()
         return str(self.client.create_experiment(name, artifact_location=location))
 
-    def find_run(self, tag: str, value: str) -> str | None:
+    def find_run(self, tag: str, value: str, kind: str | None = None) -> str | None:
         """The newest run of this signal's experiment whose ``tag`` equals ``value``."""
         runs = self.client.search_runs(
-            [self.experiment_id()],
+            [self.experiment_id(kind)],
             filter_string=f"tags.`{tag}` = '{value}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
         return str(runs[0].info.run_id) if runs else None
 
-    def start_run(self, run_name: str, tags: dict[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id(), run_name=run_name, tags=tags)
+    def start_run(self, run_name: str, tags: dict[str, str], kind: str | None = None) -> str:
+        run = self.client.create_run(self.experiment_id(kind), run_name=run_name, tags=tags)
         return str(run.info.run_id)
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:

@@ -1,0 +1,166 @@
+"""
+### Drift monitor (hourly)
+
+Compares the last window of features (default 24 h, `drift.window_hours`) from the offline
+store with the **champion's reference profile** (logged with the model version by
+`retrain`), and the champion's scores on that window with its reference scores.
+
+* **check**: per feature PSI (on the reference's quantile bins), KS statistic + p-value and
+  normalized Wasserstein distance; prediction drift (PSI of the scores); label drift
+  (accuracy and Brier of the champion on the matured labels of the window vs its holdout).
+  Overall severity none / low / medium / high with reasons and recommendations; rows in the
+  warehouse tables `drift_checks` + `drift_features` (a rerun of the window rewrites them).
+  Too few current rows, or no champion yet: skipped with the reason, no verdict.
+* **report**: an Evidently data-drift report (HTML, bounded samples) under
+  `<state_dir>/drift/reports`, logged to MLflow (experiment `signalops/<signal>/drift`).
+* **alert**: medium or high sends one Slack alert; an ongoing drift of the same (or lower)
+  severity does not alert again within `drift.realert_hours`.
+* **retrain_needed** → **drift_detected**: on a high-severity alert, emits the
+  `signalops/drift_detected` Asset, which schedules `retrain`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+
+from signalops.assets import DRIFT_DETECTED
+from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
+
+
+@dag(
+    dag_id="drift_monitor",
+    schedule="@hourly",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["signalops", "drift", "monitoring"],
+    doc_md=__doc__,
+    params={
+        "end": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            description="Window end (UTC, exclusive). Empty: the run's data interval end.",
+        ),
+        "window_hours": Param(
+            None,
+            type=["null", "number"],
+            minimum=1,
+            description="Window length in hours. Empty: drift.window_hours.",
+        ),
+        "signal": Param(
+            None, type=["null", "string"], description="Registered model. Empty: signal_name."
+        ),
+    },
+)
+def drift_monitor() -> None:
+    @task
+    def check(params: Any = None, data_interval_end: Any = None) -> dict:
+        """Statistics, severity, warehouse rows; skipped when there is nothing to judge."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from signalops.config import load_settings
+        from signalops.drift.monitor import run_check
+        from signalops.windows import parse_ts
+
+        with task_errors():
+            end = parse_ts(params["end"] or data_interval_end, "end")
+            result, _, _ = run_check(load_settings(), end, params["window_hours"], params["signal"])
+        if result.status != "checked":
+            raise AirflowSkipException(result.summary())
+        summary = result.as_dict()
+        summary.pop("features")  # in the warehouse; XCom keeps the verdict
+        return summary
+
+    @task
+    def report(summary: dict, params: Any = None) -> dict:
+        """Evidently report (HTML) on bounded samples; logged to MLflow."""
+        from signalops.config import load_settings
+        from signalops.drift.monitor import DriftCheck, load_champion, set_report_path
+        from signalops.drift.report import log_to_mlflow, write_report
+        from signalops.features.offline_store import OfflineStore
+        from signalops.windows import parse_ts
+
+        settings = load_settings()
+        with task_errors():
+            champion = load_champion(
+                settings, summary["signal"], settings.state_dir / "drift" / "champion"
+            )
+            assert champion is not None, "the champion changed between check and report"
+            names = list(champion.spec["names"])
+            current = (
+                OfflineStore(settings.lake_dir)
+                .read(
+                    champion.spec["feature_set_version"],
+                    start=parse_ts(summary["window_start"], "window_start"),
+                    end=parse_ts(summary["window_end"], "window_end"),
+                    columns=names,
+                )
+                .dropna(subset=names)
+            )
+            check = DriftCheck(**{**summary, "features": []})
+            path = write_report(settings, check, current, champion)
+            set_report_path(settings, check, str(path))
+            run_id = log_to_mlflow(settings, check, path)
+        return {**summary, "report": str(path), "mlflow_run_id": run_id}
+
+    @task
+    def alert(summary: dict) -> dict:
+        """One Slack alert for medium/high drift (deduplicated in the check)."""
+        from signalops.alerts import Alert, send_alert
+        from signalops.config import load_settings
+
+        if not summary["alert"]:
+            return {"sent": False, "severity": summary["severity"]}
+        top = ", ".join(f"{f['feature']} {f['psi']:.2f}" for f in summary["top_features"][:5])
+        message = Alert(
+            title=f"signalops: {summary['severity'].upper()} drift on {summary['signal']} "
+            f"v{summary['model_version']}",
+            text="\n".join(
+                [
+                    *summary["reasons"],
+                    f"Top features (PSI): {top or 'none'}",
+                    "",
+                    *summary["recommendations"],
+                ]
+            ),
+            severity="error" if summary["severity"] == "high" else "warning",
+            fields={
+                "window": f"{summary['window_start']} .. {summary['window_end']}",
+                "drifted": f"{len(summary['drifted_features'])} features "
+                f"({summary['share_drifted']:.0%})",
+                "report": summary.get("report", ""),
+            },
+        )
+        send_alert(message, load_settings().alerts)
+        return {"sent": True, "severity": summary["severity"]}
+
+    @task.short_circuit
+    def retrain_needed(summary: dict) -> bool:
+        """High severity, alerted now (not an ongoing drift already acted on)."""
+        return bool(summary["alert"] and summary["severity"] == "high")
+
+    @task(outlets=[DRIFT_DETECTED])
+    def drift_detected(summary: dict, outlet_events: Any = None) -> dict:
+        """Emit `signalops/drift_detected`: the retrain DAG is scheduled on it."""
+        extra = {
+            "signal": summary["signal"],
+            "model_version": summary["model_version"],
+            "start": summary["window_start"],
+            "end": summary["window_end"],
+            "severity": summary["severity"],
+            "reasons": summary["reasons"],
+        }
+        outlet_events[DRIFT_DETECTED].extra = extra
+        return extra
+
+    checked = check()
+    reported = report(checked)
+    alert(reported)
+    retrain_needed(reported) >> drift_detected(reported)
+
+
+drift_monitor()

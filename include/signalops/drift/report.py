@@ -1,0 +1,109 @@
+"""The drift check for people: an Evidently report (HTML), kept under the state dir and
+logged to MLflow (experiment ``signalops/<signal>/drift``, one run per checked window).
+
+Evidently's ``DataDriftPreset(method="psi")`` runs on a bounded sample of each side
+(``drift.report_sample_rows``): the reference side is the champion's training window read
+back from the offline store, or, when those days are gone, the profile's per-column samples
+(column drift compares marginals, which is what those keep).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from signalops.config import Settings
+from signalops.drift.monitor import Champion, DriftCheck
+
+log = logging.getLogger(__name__)
+
+WINDOW_TAG = "signalops.drift_window"
+
+
+def reference_sample(settings: Settings, champion: Champion, rows: int) -> pd.DataFrame:
+    from signalops.features.offline_store import OfflineStore
+
+    names = list(champion.spec["names"])
+    profile = champion.profile
+    frame = pd.DataFrame()
+    if profile.get("start") and profile.get("end"):
+        frame = OfflineStore(settings.lake_dir).read(
+            champion.spec["feature_set_version"],
+            start=pd.Timestamp(profile["start"]).to_pydatetime(),
+            end=(pd.Timestamp(profile["end"]) + pd.Timedelta(microseconds=1)).to_pydatetime(),
+            columns=names,
+        )
+    if len(frame) >= min(rows, 100):
+        return frame[names].sample(min(rows, len(frame)), random_state=0).reset_index(drop=True)
+    rng = np.random.default_rng(0)  # per-column samples, each shuffled on its own
+    columns = {n: rng.permutation(profile["features"][n]["sample"]) for n in names}
+    size = min(len(v) for v in columns.values())
+    return pd.DataFrame({n: v[:size] for n, v in columns.items()})
+
+
+def write_report(
+    settings: Settings, check: DriftCheck, current: pd.DataFrame, champion: Champion
+) -> Path:
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    names = list(champion.spec["names"])
+    rows = settings.drift.report_sample_rows
+    cur = current[names].sample(min(rows, len(current)), random_state=0).reset_index(drop=True)
+    ref = reference_sample(settings, champion, rows)
+    snapshot = Report([DataDriftPreset(method="psi")]).run(current_data=cur, reference_data=ref)
+    stamp = pd.Timestamp(check.window_end).strftime("%Y%m%dT%H%M%S")
+    path = (
+        settings.state_dir.resolve()
+        / "drift"
+        / "reports"
+        / check.signal
+        / f"v{check.model_version}_{stamp}.html"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.html")
+    snapshot.save_html(str(tmp))
+    tmp.replace(path)
+    log.info(
+        "drift: Evidently report (%d reference, %d current rows): %s", len(ref), len(cur), path
+    )
+    return path
+
+
+def log_to_mlflow(settings: Settings, check: DriftCheck, report: Path) -> str:
+    """One MLflow run per (model version, window): a rerun of the window reuses it."""
+    import json
+    import tempfile
+
+    from signalops.registry import Registry
+
+    registry = Registry(settings, check.signal)
+    window = f"v{check.model_version}/{check.window_end}"
+    run_id = registry.find_run(WINDOW_TAG, window, kind="drift") or registry.start_run(
+        f"drift v{check.model_version} {check.window_end}",
+        {WINDOW_TAG: window, "signalops.model_version": check.model_version},
+        kind="drift",
+    )
+    metrics = {
+        "share_drifted": check.share_drifted,
+        "rows": float(check.rows),
+        "severity_rank": float(("none", "low", "medium", "high").index(check.severity)),
+    }
+    for name in ("prediction_psi", "accuracy", "accuracy_drop", "brier"):
+        value = getattr(check, name)
+        if value is not None:
+            metrics[name] = float(value)
+    for f in check.features:
+        metrics[f"psi.{f['feature']}"] = float(f["psi"])
+    registry.log_metrics(run_id, metrics)
+    registry.set_tags(run_id, {"signalops.severity": check.severity})
+    registry.log_artifact(run_id, report, "drift")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "drift_check.json"
+        path.write_text(json.dumps(check.as_dict(), indent=1, default=str))
+        registry.log_artifact(run_id, path, "drift")
+    registry.end_run(run_id)
+    return run_id
