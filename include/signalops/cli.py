@@ -27,6 +27,7 @@ def _summary(settings: Settings) -> dict[str, Any]:
         warehouse.create_all()
         stats = warehouse.bar_stats()
         predictions = _prediction_counts(warehouse)
+        drift = _drift_checks(warehouse)
     store = OfflineStore(settings.lake_dir)
     offline = {}
     for version in FEATURE_SETS:
@@ -66,7 +67,39 @@ def _summary(settings: Settings) -> dict[str, Any]:
         },
         "registry": _registry_summary(settings),
         "predictions": predictions,
+        "drift_checks": drift,
     }
+
+
+def _drift_checks(warehouse: Any) -> list[dict[str, Any]]:
+    """The newest drift checks (severity, drifted share, report)."""
+    import sqlalchemy as sa
+
+    from signalops.warehouse import drift_checks_table as t
+
+    query = sa.select(
+        t.c.signal_name,
+        t.c.model_version,
+        t.c.window_end,
+        t.c.severity,
+        t.c.share_drifted,
+        t.c.alerted,
+        t.c.report_path,
+    ).order_by(t.c.window_end.desc())
+    with warehouse.engine.connect() as conn:
+        rows = conn.execute(query.limit(5)).fetchall()
+    return [
+        {
+            "signal": r.signal_name,
+            "model_version": r.model_version,
+            "window_end": str(r.window_end),
+            "severity": r.severity,
+            "share_drifted": round(float(r.share_drifted), 3),
+            "alerted": bool(r.alerted),
+            "report": r.report_path,
+        }
+        for r in rows
+    ]
 
 
 def _prediction_counts(warehouse: Any) -> dict[str, int]:

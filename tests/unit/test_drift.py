@@ -3,6 +3,7 @@ severity verdict on known shifts."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -57,7 +58,7 @@ def _textbook_psi(reference: np.ndarray, current: np.ndarray, inner: list[float]
     """PSI by hand: count each value into [e_i, e_i+1) with the outer bins open."""
     edges = [-math.inf, *inner, math.inf]
     total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         r = sum(1 for v in reference if lo <= v < hi) / len(reference)
         c = sum(1 for v in current if lo <= v < hi) / len(current)
         r, c = max(r, EMPTY_BIN_SHARE), max(c, EMPTY_BIN_SHARE)

@@ -123,7 +123,7 @@ def assess(
     ``outcomes``: (matured labels, the champion's scores on those rows); ``holdout``: the
     champion's holdout figures (``accuracy``, ``brier``) from its evaluation report.
     """
-    features = []
+    features: list[dict[str, Any]] = []
     for name in names:
         stats = column_drift(profile["features"][name], current[name].to_numpy())
         features.append(
@@ -134,7 +134,7 @@ def assess(
                 "drifted": _drifted(stats, cfg),
             }
         )
-    drifted = [f["feature"] for f in features if f["drifted"]]
+    drifted: list[str] = [str(f["feature"]) for f in features if f["drifted"]]
     share = len(drifted) / len(features) if features else 0.0
     top = sorted(features, key=lambda f: f["psi"], reverse=True)[:10]
     prediction_psi = None

@@ -1,0 +1,103 @@
+"""The drift monitor in real Airflow runs against a registered champion (real MLflow):
+a window with no shift gives severity none and no alert; the synthetic source's injected
+shift gives high severity, one Slack alert, the drift_detected Asset, an Evidently report
+and an MLflow run; checking the same window again rewrites its rows and does not alert or
+emit again. A window with too few rows is skipped with the reason."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from signalops.config import load_settings
+from signalops.drift.monitor import run_check
+from signalops.registry import Registry
+from signalops.training import retrain as steps
+from tests.conftest import TRAIN_END, TRAIN_START, build_lake
+from tests.integration.test_airflow_dags import _stack
+from tests.slack_recorder import slack_recorder
+
+pytestmark = pytest.mark.integration
+
+SHIFT_AT = TRAIN_END + timedelta(days=3)
+CALM_END = SHIFT_AT  # [TRAIN_END, SHIFT_AT): the same market as the training data
+SHIFTED_END = SHIFT_AT + timedelta(days=3)  # [SHIFT_AT, +3 d): volatility x2.5, volume x3
+
+
+def _asset_events(metadata_url: str) -> list[dict]:
+    engine = sa.create_engine(metadata_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                "WHERE a.name = 'signalops/drift_detected' ORDER BY e.id"
+            )
+        ).fetchall()
+    engine.dispose()
+    return [json.loads(r[0]) if isinstance(r[0], str) else r[0] for r in rows]
+
+
+def test_drift_monitor_calm_then_shifted(tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp = tmp_path_factory.mktemp("airflow-drift")
+    with slack_recorder() as slack:
+        stack = _stack(tmp, f"sqlite:///{tmp / 'airflow.db'}", None)
+        stack.env.update(
+            # A stationary synthetic market (one regime) with eight symbols, so that a 72 h
+            # window is a fair sample; the source's shift starts three days after training.
+            SIGNALOPS_MARKET__SYMBOLS="A1,A2,A3,A4,A5,A6,A7,A8",
+            SIGNALOPS_MARKET__SYNTHETIC__REGIME_BARS="1000000",
+            SIGNALOPS_MARKET__SYNTHETIC__SHIFT_AT=SHIFT_AT.isoformat(),
+            SIGNALOPS_EVALUATION__BOOTSTRAP_SAMPLES="200",
+            SIGNALOPS_DRIFT__WINDOW_HOURS="72",
+            SIGNALOPS_ALERTS__SLACK_WEBHOOK_URL=f"{slack.url}/hooks/drift",
+        )
+        settings = load_settings(env=stack.env, config_file=None)
+        build_lake(settings, TRAIN_START, SHIFTED_END)
+        registered = steps.run_all(
+            settings, steps.plan_request(settings, {"end": TRAIN_END.isoformat()}, run_key="v1")
+        )
+        assert "register" in registered, {k: v.summary for k, v in registered.items()}
+
+        stack.dags_test("drift_monitor", CALM_END.isoformat())
+        stack.dags_test("drift_monitor", SHIFTED_END.isoformat())
+        stack.dags_test("drift_monitor", SHIFTED_END.isoformat())  # the same window again
+
+        engine = sa.create_engine(settings.warehouse_url)
+        with engine.connect() as conn:
+            checks = conn.execute(
+                sa.text("SELECT * FROM drift_checks ORDER BY window_end")
+            ).fetchall()
+            features = conn.execute(
+                sa.text("SELECT window_end, count(*) FROM drift_features GROUP BY window_end")
+            ).fetchall()
+        engine.dispose()
+        assert len(checks) == 2  # one row per window: the rerun replaced its own
+        calm, shifted = checks
+        assert calm.severity == "none" and not calm.alerted and calm.rows > 6000
+        assert shifted.severity == "high" and shifted.alerted
+        assert shifted.share_drifted >= 0.5 and shifted.prediction_psi >= 0.2
+        assert [n for _, n in features] == [25, 25]
+        assert Path(shifted.report_path).is_file()
+        html = Path(shifted.report_path).read_text()
+        assert "<html" in html[:500].lower() and "atr_14" in html and "Drift" in html
+
+        alerts = [r for r in slack.requests if "drift" in json.dumps(r.body).lower()]
+        assert len(alerts) == 1, [r.body for r in slack.requests]  # not repeated
+        assert "HIGH drift" in json.dumps(alerts[0].body)
+        events = _asset_events(stack.metadata_url)
+        assert len(events) == 1 and events[0]["severity"] == "high"
+        assert events[0]["end"] == SHIFTED_END.isoformat()
+
+        registry = Registry(settings)
+        runs = registry.client.search_runs([registry.experiment_id("drift")])
+        assert len(runs) == 2  # one per checked window, reused by the rerun
+        shifted_run = next(r for r in runs if r.data.tags["signalops.severity"] == "high")
+        assert shifted_run.data.metrics["share_drifted"] == pytest.approx(shifted.share_drifted)
+
+        # Too few rows in the window (no features there yet): skipped with the reason.
+        check, _, _ = run_check(settings, SHIFTED_END + timedelta(days=10))
+        assert check.status == "skipped" and "too few to judge" in check.reason
