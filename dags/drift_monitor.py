@@ -35,6 +35,7 @@ from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
+    max_consecutive_failed_dag_runs=5,
     default_args=DEFAULT_ARGS,
     tags=["signalops", "drift", "monitoring"],
     doc_md=__doc__,
