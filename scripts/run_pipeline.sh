@@ -39,32 +39,41 @@ step "Airflow metadata database (SQLite under $AIRFLOW_HOME)"
 airflow db migrate >"$LOG_DIR/db_migrate.log" 2>&1 || { tail -20 "$LOG_DIR/db_migrate.log"; exit 1; }
 echo "    ok"
 
-step "1/9 market_data: collect history $HISTORY_START .. $HISTORY_END"
+step "1/12 market_data: collect history $HISTORY_START .. $HISTORY_END"
 dag_test market_data "$HISTORY_END" "{\"start\": \"$HISTORY_START\", \"end\": \"$HISTORY_END\"}"
 
-step "2/9 features: feature set over the history (offline Parquet + online store)"
+step "2/12 features: feature set over the history (offline Parquet + online store)"
 dag_test features "$HISTORY_END" "{\"start\": \"$HISTORY_START\", \"end\": \"$HISTORY_END\"}"
 
-step "3/9 market_data: the scheduled hourly interval ending $NEXT_HOUR"
+step "3/12 market_data: the scheduled hourly interval ending $NEXT_HOUR"
 dag_test market_data "$NEXT_HOUR"
 
-step "4/9 features: the new hour (what the signalops/bars Asset event triggers)"
+step "4/12 features: the new hour (what the signalops/bars Asset event triggers)"
 dag_test features "$NEXT_HOUR" "{\"start\": \"$HISTORY_END\", \"end\": \"$NEXT_HOUR\"}"
 
-step "5/9 features: backfill feature set v2 over the whole history in one run"
+step "5/12 features: backfill feature set v2 over the whole history in one run"
 dag_test features "$NEXT_HOUR" "{\"feature_set_version\": \"v2\", \"start\": \"$HISTORY_START\", \"end\": \"$NEXT_HOUR\"}"
 
-step "6/9 retrain: first model on feature set v1 (no champion yet: the gate decides)"
+step "6/12 retrain: first model on feature set v1 (no champion yet: the gate decides)"
 dag_test retrain "$NEXT_HOUR" '{"feature_set_version": "v1"}'
 
-step "7/9 retrain: a v2 challenger, judged against the v1 champion on the same holdout"
+step "7/12 retrain: a v2 challenger, judged against the v1 champion on the same holdout"
 dag_test retrain "$NEXT_HOUR" '{"feature_set_version": "v2"}'
 
-step "8/9 drift_monitor: the champion's reference profile vs the last 24 h of features"
+step "8/12 drift_monitor: the champion's reference profile vs the last 24 h of features"
 dag_test drift_monitor "$NEXT_HOUR"
 
-step "9/9 serving sidecar: the registry's champion as ONNX (native, MLflow and V2 protocols)"
+step "9/12 canary: the v2 challenger's rollout starts (shadow step: weight 0)"
+dag_test canary "$NEXT_HOUR"
+
+step "10/12 serving sidecar: the registry's champion as ONNX (native, MLflow and V2 protocols)"
 python scripts/sidecar_demo.py
+
+step "11/12 outcomes: label the logged predictions whose horizon has matured"
+dag_test outcomes "$NEXT_HOUR"
+
+step "12/12 rollback (manual DAG): champion to v1 (already the champion: nothing to move)"
+dag_test rollback "$NEXT_HOUR" '{"version": "1", "reason": "make run demo"}'
 
 step "What the pipeline holds now"
 python -m signalops.cli summary

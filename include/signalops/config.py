@@ -146,6 +146,37 @@ class DriftSettings(_Section):
     )
 
 
+class RolloutSettings(_Section):
+    """The canary state machine: steps, how long each lasts, the guards."""
+
+    steps: tuple[float, ...] = Field(
+        (0.0, 0.01, 0.10, 0.50, 1.0), description="canary weights; 0 = shadow, 1 = promote"
+    )
+    min_step_minutes: float = Field(60.0, ge=0, description="time at a step before advancing")
+    min_predictions: int = Field(500, gt=0, description="challenger rows at a step to judge")
+    max_latency_ratio: float = Field(1.5, gt=0, description="challenger p95 / champion p95")
+    latency_slack_ms: float = Field(2.0, ge=0, description="absolute slack on that ratio")
+    max_score_psi: float = Field(0.25, gt=0, description="challenger vs champion scores")
+    min_psi_rows: int = Field(300, gt=0, description="rows each side before PSI judges")
+    min_agreement: float = Field(
+        0.6, ge=0, le=1, description="shadow: same BUY/SELL/HOLD as the champion"
+    )
+    min_outcomes: int = Field(200, gt=0, description="matured outcomes per version to judge")
+    significance: float = Field(0.05, gt=0, lt=1, description="one-sided test level")
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _split_steps(cls, value: Any) -> Any:
+        return tuple(float(v) for v in value.split(",")) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _steps_rise_to_one(self) -> RolloutSettings:
+        steps = list(self.steps)
+        if not steps or steps != sorted(steps) or steps[-1] != 1.0 or steps[0] < 0:
+            raise ValueError(f"rollout.steps must rise from >= 0 to 1.0, got {steps}")
+        return self
+
+
 class WarehouseSettings(_Section):
     url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under state_dir")
 
@@ -297,6 +328,7 @@ class Settings(_Section):
     warehouse: WarehouseSettings = WarehouseSettings()
     validation: ValidationSettings = ValidationSettings()
     drift: DriftSettings = DriftSettings()
+    rollout: RolloutSettings = RolloutSettings()
     online_store: OnlineStoreSettings = OnlineStoreSettings()
     mlflow: MlflowSettings = MlflowSettings()
     training: TrainingSettings = TrainingSettings()

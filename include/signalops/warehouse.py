@@ -103,6 +103,46 @@ drift_features_table = sa.Table(
     sa.Column("drifted", sa.Boolean, nullable=False),
 )
 
+# Realized labels of logged predictions (key: the prediction's key), from the bars, with
+# the training label's definition: close H bars after the features' bar vs its close.
+outcomes_table = sa.Table(
+    "outcomes",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("row_index", sa.Integer, primary_key=True),
+    sa.Column("signal_name", sa.String(128), primary_key=True),
+    sa.Column("role", sa.String(16), primary_key=True),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("symbol", sa.String(64), nullable=False),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False, index=True),  # prediction time
+    sa.Column("features_ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("probability", sa.Float(53), nullable=False),
+    sa.Column("signal", sa.String(8), nullable=False),
+    sa.Column("label_up", sa.Integer, nullable=False),
+    sa.Column("label_return", sa.Float(53), nullable=False),
+    sa.Column("matured_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("joined_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Canary rollouts: one active row per signal at most; every transition is in ``history``.
+rollouts_table = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("signal_name", sa.String(128), nullable=False, index=True),
+    sa.Column("champion_version", sa.String(32), nullable=True),
+    sa.Column("challenger_version", sa.String(32), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("weight", sa.Float(53), nullable=False),
+    # active | promoting | promoted | rolling_back | rolled_back | superseded | manual
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("step_started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("history", sa.JSON, nullable=False),
+)
+
 UPSERT_CHUNK = 2_000
 
 

@@ -124,6 +124,25 @@ def _records_matrix(records: Any, names: tuple[str, ...], where: str) -> np.ndar
     return _finite_matrix(rows, len(names), where)
 
 
+def _inline_stamps(value: Any, rows: int) -> list[datetime] | None:
+    """``features_ts`` of inline features: one ISO-8601 time for every row, or one per row."""
+    if value is None:
+        return None
+    values = value if isinstance(value, list) else [value] * rows
+    if len(values) != rows:
+        raise ApiError(422, f"'features_ts' has {len(values)} times for {rows} feature rows")
+    out = []
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise ApiError(422, f"'features_ts'[{i}] must be an ISO-8601 timestamp string")
+        try:
+            when = datetime.fromisoformat(v)
+        except ValueError:
+            raise ApiError(422, f"'features_ts'[{i}]: {v!r} is not ISO-8601") from None
+        out.append(when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC))
+    return out
+
+
 def _column_order(columns: list[str], names: tuple[str, ...], where: str) -> list[int]:
     """Positions in ``columns`` of the model's features, by name or as the MLflow model's
     positional names f0..fN."""
@@ -625,9 +644,12 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
             if symbol is not None and not isinstance(symbol, str):
                 raise ApiError(422, "'symbol' must be a string")
             symbols = [symbol] * len(records)
+            # The bar time of inline features (optional): logged, so that the outcomes DAG
+            # can label these predictions like those read from the online store.
+            inline_stamps = _inline_stamps(body.get("features_ts"), len(records))
 
             def provide(model: LoadedModel) -> tuple[np.ndarray, list[Any] | None]:
-                return _records_matrix(records, model.feature_names, "features"), None
+                return _records_matrix(records, model.feature_names, "features"), inline_stamps
 
         else:
             if "symbols" in body:

@@ -73,6 +73,17 @@ def document(settings: Settings) -> dict[str, Any]:
                                         {"type": "array", "items": FEATURE_RECORD},
                                     ]
                                 },
+                                "features_ts": {
+                                    "oneOf": [
+                                        {"type": "string", "format": "date-time"},
+                                        {
+                                            "type": "array",
+                                            "items": {"type": "string", "format": "date-time"},
+                                        },
+                                    ],
+                                    "description": "bar time of inline features, one or one "
+                                    "per row (labels them for the outcomes DAG)",
+                                },
                                 "key": {
                                     "type": "string",
                                     "description": "caller key for sticky routing",

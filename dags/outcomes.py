@@ -1,0 +1,42 @@
+"""
+### Outcomes (hourly)
+
+Joins the sidecar's logged predictions whose horizon has matured with the realized label
+from the bars (the training label: close `H` bars after the features' bar above its
+close), into the warehouse table `outcomes`, keyed like the prediction (a rerun adds
+nothing twice). Predictions that have not matured, or whose bars have not landed yet, wait
+for a later run. The canary guards and label drift read live accuracy from here.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import dag, task
+
+from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
+
+
+@dag(
+    dag_id="outcomes",
+    schedule="@hourly",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    max_consecutive_failed_dag_runs=5,
+    default_args=DEFAULT_ARGS,
+    tags=["signalops", "rollout", "monitoring"],
+    doc_md=__doc__,
+)
+def outcomes() -> None:
+    @task
+    def join() -> dict:
+        """Label matured predictions (idempotent)."""
+        from signalops.config import load_settings
+        from signalops.rollout.outcomes import join_outcomes
+
+        with task_errors():
+            return join_outcomes(load_settings())
+
+    join()
+
+
+outcomes()

@@ -1,0 +1,1 @@
+"""Closing the loop: outcomes of logged predictions, the canary rollout, rollback."""

@@ -1,0 +1,515 @@
+"""The canary state machine: shadow -> 1% -> 10% -> 50% -> 100% -> champion, or roll back.
+
+One ``tick`` per run of the ``canary`` DAG, per signal:
+
+1. **Repair** a transition a crash left half-done (below).
+2. **Start / supersede**: a ``challenger`` alias with no active rollout starts one (shadow
+   step); a rollout for an older challenger is marked ``superseded`` (recorded, alerted)
+   and a new one starts; a rollout whose challenger alias vanished is closed.
+3. **Judge** the current step on live data since the step started (``rollout.*``):
+   latency p95 and score distribution (PSI) against the champion; in the shadow step also
+   the share of requests where both give the same BUY/SELL/HOLD; once ``min_outcomes``
+   matured outcomes exist for both, live accuracy and log loss must not be significantly
+   worse (one-sided tests at ``significance``). A breach rolls back at once.
+4. **Advance** when the step has lasted ``min_step_minutes`` with ``min_predictions``
+   challenger rows and every guard holds; after the last step (w = 1) **promote**.
+
+Crash safety: every transition writes its intent to the ``rollouts`` row first
+(``promoting`` / ``rolling_back``, or the new step and weight) and then applies it to the
+registry with idempotent calls (aliases, the canary-weight tag). A run killed in between
+leaves a row whose registry side the next tick re-applies, then completes. Promotion
+sets ``previous-champion`` before it moves ``champion``; an alias points at one version,
+so there is always exactly one champion.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from signalops.config import RolloutSettings, Settings
+from signalops.registry import Registry
+from signalops.registry import contracts as c
+from signalops.rollout.outcomes import LiveMetrics, live_metrics
+from signalops.warehouse import Warehouse, rollouts_table, to_utc_series
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("active", "promoting", "rolling_back")
+
+
+@dataclass
+class Verdict:
+    breach: str | None = None  # why it must roll back
+    ready: bool = False  # enough data and time to advance
+    waiting: list[str] = field(default_factory=list)  # what it still waits for
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------
+# guards (pure)
+
+
+def _psi(a: np.ndarray, b: np.ndarray, bins: int = 10) -> float:
+    """PSI of ``b`` on ``a``'s quantile bins, with half a count added to every bin: live
+    samples are small and correlated, and an empty bin must not read as a collapse."""
+    from signalops.drift.profile import column_profile
+    from signalops.drift.stats import bin_counts, psi
+
+    profile = column_profile(a, bins, 10)
+    return psi(np.asarray(profile["counts"]) + 0.5, bin_counts(b, profile["edges"]) + 0.5)
+
+
+def worse_accuracy_p(champion: LiveMetrics, challenger: LiveMetrics) -> float:
+    """One-sided p-value of "the challenger's live accuracy is lower" (two-proportion z)."""
+    from scipy.stats import norm
+
+    n1, n2 = champion.outcomes, challenger.outcomes
+    a1, a2 = champion.accuracy or 0.0, challenger.accuracy or 0.0
+    pooled = (a1 * n1 + a2 * n2) / (n1 + n2)
+    se = math.sqrt(max(pooled * (1 - pooled) * (1 / n1 + 1 / n2), 1e-12))
+    return float(norm.sf((a1 - a2) / se))
+
+
+def worse_log_loss_p(champion: LiveMetrics, challenger: LiveMetrics) -> float:
+    """One-sided p-value of "the challenger's log loss is higher" (Welch's t-test)."""
+    from scipy.stats import ttest_ind
+
+    def losses(m: LiveMetrics) -> np.ndarray:
+        p = np.clip(m.probs, 1e-15, 1 - 1e-15)
+        return -(m.labels * np.log(p) + (1 - m.labels) * np.log(1 - p))
+
+    result = ttest_ind(losses(challenger), losses(champion), equal_var=False, alternative="greater")
+    return float(result.pvalue)
+
+
+def judge(
+    cfg: RolloutSettings,
+    shadow_step: bool,
+    champion: LiveMetrics,
+    challenger: LiveMetrics,
+    step_age: timedelta,
+    agreement: float | None = None,
+) -> Verdict:
+    v = Verdict()
+    v.numbers = {
+        "champion": champion.as_dict(),
+        "challenger": challenger.as_dict(),
+        "step_minutes": round(step_age.total_seconds() / 60, 2),
+    }
+    enough = challenger.predictions >= cfg.min_predictions and champion.predictions > 0
+    if enough:
+        if (
+            challenger.latency_p95_ms is not None
+            and champion.latency_p95_ms is not None
+            and challenger.latency_p95_ms
+            > champion.latency_p95_ms * cfg.max_latency_ratio + cfg.latency_slack_ms
+        ):
+            v.breach = (
+                f"latency p95 {challenger.latency_p95_ms:.2f} ms > {cfg.max_latency_ratio} x "
+                f"champion {champion.latency_p95_ms:.2f} ms + {cfg.latency_slack_ms} ms"
+            )
+            return v
+        if min(len(champion.scores), len(challenger.scores)) >= cfg.min_psi_rows:
+            score_psi = _psi(champion.scores, challenger.scores)
+            v.numbers["score_psi"] = score_psi
+            if score_psi > cfg.max_score_psi:
+                v.breach = (
+                    f"score distribution PSI {score_psi:.3f} vs champion > {cfg.max_score_psi}"
+                )
+                return v
+        if shadow_step and agreement is not None:
+            v.numbers["agreement"] = agreement
+            if agreement < cfg.min_agreement:
+                v.breach = f"signal agreement {agreement:.2f} with champion < {cfg.min_agreement}"
+                return v
+    else:
+        v.waiting.append(
+            f"{challenger.predictions}/{cfg.min_predictions} challenger predictions at the step"
+        )
+    if champion.outcomes >= cfg.min_outcomes and challenger.outcomes >= cfg.min_outcomes:
+        p_acc = worse_accuracy_p(champion, challenger)
+        p_ll = worse_log_loss_p(champion, challenger)
+        v.numbers.update(p_accuracy_worse=p_acc, p_log_loss_worse=p_ll)
+        if p_acc < cfg.significance:
+            v.breach = (
+                f"live accuracy {challenger.accuracy:.3f} vs champion {champion.accuracy:.3f} "
+                f"is significantly worse (p = {p_acc:.4f} < {cfg.significance}, "
+                f"{challenger.outcomes} vs {champion.outcomes} outcomes)"
+            )
+            return v
+        if p_ll < cfg.significance:
+            v.breach = (
+                f"live log loss {challenger.log_loss:.4f} vs champion {champion.log_loss:.4f} "
+                f"is significantly worse (p = {p_ll:.4f} < {cfg.significance})"
+            )
+            return v
+    if step_age < timedelta(minutes=cfg.min_step_minutes):
+        v.waiting.append(f"{step_age} at the step of {cfg.min_step_minutes} min")
+    v.ready = enough and not v.waiting
+    return v
+
+
+# ---------------------------------------------------------------------------------------
+# the state machine (warehouse row + registry)
+
+
+class Canary:
+    def __init__(self, settings: Settings, signal: str | None = None):
+        self.settings = settings
+        self.cfg = settings.rollout
+        self.signal = signal or settings.signal_name
+        self.registry = Registry(settings, self.signal)
+        self.warehouse = Warehouse(settings.warehouse_url)
+        self.warehouse.create_all()
+
+    def close(self) -> None:
+        self.warehouse.dispose()
+
+    # -- rows -------------------------------------------------------------------------------
+
+    def active(self) -> dict[str, Any] | None:
+        t = rollouts_table
+        with self.warehouse.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    sa.select(t).where(t.c.signal_name == self.signal, t.c.status.in_(ACTIVE))
+                )
+                .mappings()
+                .first()
+            )
+        return dict(row) if row else None
+
+    def rows(self) -> list[dict[str, Any]]:
+        t = rollouts_table
+        with self.warehouse.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(t).where(t.c.signal_name == self.signal).order_by(t.c.started_at)
+            ).mappings()
+            return [dict(r) for r in found]
+
+    def _write(
+        self, row: dict[str, Any], event: str, numbers: dict[str, Any] | None = None
+    ) -> None:
+        now = datetime.now(UTC)
+        row["updated_at"] = now
+        row["history"] = [
+            *row.get("history", []),
+            {
+                "at": now.isoformat(),
+                "event": event,
+                "status": row["status"],
+                "step": row["step"],
+                "weight": row["weight"],
+                "reason": row["reason"],
+                **({"numbers": numbers} if numbers else {}),
+            },
+        ]
+        t = rollouts_table
+        with self.warehouse.engine.begin() as conn:
+            conn.execute(t.delete().where(t.c.id == row["id"]))
+            conn.execute(t.insert(), [row])
+
+    def _alert(self, title: str, text: str, severity: str = "info") -> None:
+        from signalops.alerts import Alert, AlertError, send_alert
+
+        try:
+            send_alert(Alert(title=title, text=text, severity=severity), self.settings.alerts)  # type: ignore[arg-type]
+        except AlertError as exc:
+            log.error("could not send the rollout alert: %s", exc)
+
+    # -- registry side (idempotent) -------------------------------------------------------
+
+    def _publish_weight(self, weight: float) -> None:
+        if self.registry.model_tags().get(c.CANARY_WEIGHT_TAG) != f"{weight:g}":
+            self.registry.set_model_tag(c.CANARY_WEIGHT_TAG, f"{weight:g}")
+
+    def _apply_promotion(self, row: dict[str, Any]) -> None:
+        aliases = self.registry.aliases()
+        new, old = row["challenger_version"], row["champion_version"]
+        if aliases.get(c.ALIAS_CHAMPION) != new:
+            if old is not None and aliases.get(c.ALIAS_CHAMPION) == old:
+                self.registry.set_alias(c.ALIAS_PREVIOUS_CHAMPION, old)
+            self.registry.set_alias(c.ALIAS_CHAMPION, new)
+        if self.registry.aliases().get(c.ALIAS_CHALLENGER) == new:
+            self.registry.delete_alias(c.ALIAS_CHALLENGER)
+        self._publish_weight(0.0)
+
+    def _apply_rollback(self, row: dict[str, Any]) -> None:
+        if self.registry.aliases().get(c.ALIAS_CHALLENGER) == row["challenger_version"]:
+            self.registry.delete_alias(c.ALIAS_CHALLENGER)
+        self._publish_weight(0.0)
+
+    # -- one run -----------------------------------------------------------------------------
+
+    def tick(self, now: datetime | None = None) -> dict[str, Any]:
+        now = now or datetime.now(UTC)
+        row = self.active()
+        if row is not None and row["status"] != "active":
+            return self._finish(row)  # a crash left it half-done: complete it
+        aliases = self.registry.aliases()
+        challenger = aliases.get(c.ALIAS_CHALLENGER)
+        champion = aliases.get(c.ALIAS_CHAMPION)
+        if row is not None and row["challenger_version"] != challenger:
+            if challenger is None:
+                row.update(status="rolled_back", reason="the challenger alias was removed")
+                self._write(row, "closed")
+                self._publish_weight(0.0)
+                return {"action": "closed", "rollout": row["id"]}
+            row.update(status="superseded", reason=f"superseded by challenger v{challenger}")
+            self._write(row, "superseded")
+            self._alert(
+                f"signalops: rollout of {self.signal} v{row['challenger_version']} superseded",
+                f"A newer challenger v{challenger} was registered; its rollout starts in shadow.",
+                "warning",
+            )
+            row = None
+        if row is None:
+            if challenger is None or challenger == champion:
+                self._publish_weight(0.0)
+                return {"action": "idle", "reason": "no challenger"}
+            row = {
+                "id": str(uuid.uuid4()),
+                "signal_name": self.signal,
+                "champion_version": champion,
+                "challenger_version": challenger,
+                "step": 0,
+                "weight": self.cfg.steps[0],
+                "status": "active",
+                "reason": "started",
+                "started_at": now,
+                "step_started_at": now,
+                "history": [],
+            }
+            self._write(row, "started")
+            self._publish_weight(row["weight"])
+            self._alert(
+                f"signalops: rollout of {self.signal} v{challenger} started",
+                f"Champion v{champion}; step 0: weight {row['weight']:g}"
+                + (" (shadow)" if row["weight"] == 0 else ""),
+            )
+            return {"action": "started", "rollout": row["id"], "weight": row["weight"]}
+        self._publish_weight(row["weight"])  # repairs a weight a crash left unpublished
+        return self._judge(row, now)
+
+    def _metrics(
+        self, row: dict[str, Any], now: datetime
+    ) -> tuple[LiveMetrics, LiveMetrics, float | None]:
+        """Predictions, latency and scores of both since the step started; outcomes since
+        the rollout started (they mature slowly; the challenger's shadow outcomes count)."""
+        shadow = row["weight"] == 0
+        step_since, since = _utc(row["step_started_at"]), _utc(row["started_at"])
+        version, old = row["challenger_version"], row["champion_version"]
+        roles = ("shadow",) if shadow else ("challenger",)
+        # The champion on the same traffic (the step's); at 100% it serves nothing at the
+        # step: its latency over the rollout so far, no score comparison (earlier steps did).
+        champ_all = live_metrics(self.settings, self.signal, old, ("champion",), since, now)
+        champ = live_metrics(self.settings, self.signal, old, ("champion",), step_since, now)
+        if champ.predictions == 0:
+            champ = replace(champ_all, scores=np.empty(0))
+        champ = _with_outcomes(champ, champ_all)
+        chall = live_metrics(self.settings, self.signal, version, roles, step_since, now)
+        chall_all = live_metrics(
+            self.settings, self.signal, version, ("shadow", "challenger"), since, now
+        )
+        agreement = self._agreement(row, step_since, now) if shadow else None
+        return champ, _with_outcomes(chall, chall_all), agreement
+
+    def _agreement(self, row: dict[str, Any], since: datetime, now: datetime) -> float | None:
+        """Share of requests where the shadow and the champion make the same call
+        (BUY/SELL/HOLD from their probabilities, before the risk guard)."""
+        from signalops.warehouse import predictions_table as p
+
+        a, b = p.alias("a"), p.alias("b")
+        query = (
+            sa.select(a.c.probability, b.c.probability)
+            .select_from(
+                a.join(
+                    b,
+                    sa.and_(
+                        a.c.request_id == b.c.request_id,
+                        a.c.row_index == b.c.row_index,
+                        a.c.signal_name == b.c.signal_name,
+                    ),
+                )
+            )
+            .where(
+                a.c.signal_name == self.signal,
+                a.c.role == "champion",
+                b.c.role == "shadow",
+                b.c.model_version == row["challenger_version"],
+                a.c.ts >= since,
+                a.c.ts < now,
+            )
+        )
+        with self.warehouse.engine.connect() as conn:
+            pairs = np.array(conn.execute(query).fetchall(), dtype=np.float64)
+        if not len(pairs):
+            return None
+        serving = self.settings.serving
+
+        def call(p: np.ndarray) -> np.ndarray:
+            return np.where(
+                p >= serving.buy_threshold, 1, np.where(p <= serving.sell_threshold, -1, 0)
+            )
+
+        return float(np.mean(call(pairs[:, 0]) == call(pairs[:, 1])))
+
+    def _judge(self, row: dict[str, Any], now: datetime) -> dict[str, Any]:
+        champ, chall, agreement = self._metrics(row, now)
+        step_age = now - _utc(row["step_started_at"])
+        verdict = judge(self.cfg, row["weight"] == 0, champ, chall, step_age, agreement)
+        if verdict.breach:
+            row.update(status="rolling_back", reason=verdict.breach)
+            self._write(row, "guard breached", verdict.numbers)
+            return self._finish(row)
+        if not verdict.ready:
+            return {"action": "wait", "rollout": row["id"], "waiting": verdict.waiting}
+        if row["step"] + 1 >= len(self.cfg.steps):
+            row.update(status="promoting", reason="every step passed")
+            self._write(row, "promote", verdict.numbers)
+            return self._finish(row)
+        row.update(
+            step=row["step"] + 1,
+            weight=self.cfg.steps[row["step"] + 1],
+            step_started_at=now,
+            reason=f"step {row['step']} passed",
+        )
+        self._write(row, "advanced", verdict.numbers)
+        self._publish_weight(row["weight"])
+        self._alert(
+            f"signalops: rollout of {self.signal} v{row['challenger_version']} advanced",
+            f"Weight now {row['weight']:.0%} (step {row['step']}). {self._figures(verdict)}",
+        )
+        return {"action": "advanced", "rollout": row["id"], "weight": row["weight"]}
+
+    @staticmethod
+    def _figures(verdict: Verdict) -> str:
+        ch, cc = verdict.numbers.get("champion", {}), verdict.numbers.get("challenger", {})
+        return (
+            f"challenger {cc.get('predictions')} predictions, p95 {cc.get('latency_p95_ms')} ms, "
+            f"accuracy {cc.get('accuracy')} on {cc.get('outcomes')} outcomes; champion "
+            f"p95 {ch.get('latency_p95_ms')} ms, accuracy {ch.get('accuracy')}"
+        )
+
+    def _finish(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Apply a written intent to the registry, then record that it is done."""
+        if row["status"] == "promoting":
+            self._apply_promotion(row)
+            row.update(status="promoted", step=len(self.cfg.steps) - 1, weight=1.0)
+            self._write(row, "promoted")
+            self._alert(
+                f"signalops: {self.signal} v{row['challenger_version']} promoted to champion",
+                f"v{row['champion_version']} is now previous-champion. {row['reason']}",
+            )
+            return {"action": "promoted", "rollout": row["id"]}
+        self._apply_rollback(row)
+        row.update(status="rolled_back", weight=0.0)
+        self._write(row, "rolled back")
+        self._alert(
+            f"signalops: rollout of {self.signal} v{row['challenger_version']} rolled back",
+            f"{row['reason']}. Champion v{row['champion_version']} keeps serving.",
+            "error",
+        )
+        return {"action": "rolled_back", "rollout": row["id"], "reason": row["reason"]}
+
+
+def _utc(value: Any) -> datetime:
+    import pandas as pd
+
+    return to_utc_series(pd.Series([value])).iloc[0].to_pydatetime()
+
+
+def _with_outcomes(step: LiveMetrics, whole: LiveMetrics) -> LiveMetrics:
+    return replace(
+        step,
+        outcomes=whole.outcomes,
+        accuracy=whole.accuracy,
+        log_loss=whole.log_loss,
+        hit_rate=whole.hit_rate,
+        net_return=whole.net_return,
+        labels=whole.labels,
+        probs=whole.probs,
+    )
+
+
+def tick(settings: Settings, signal: str | None = None) -> dict[str, Any]:
+    canary = Canary(settings, signal)
+    try:
+        return canary.tick()
+    finally:
+        canary.close()
+
+
+def rollback(
+    settings: Settings, version: str | None = None, reason: str = "", signal: str | None = None
+) -> dict[str, Any]:
+    """Champion back to ``previous-champion`` (or ``version``); recorded and alerted.
+
+    Returns the restored version and the time of the alias change (the sidecar serves it
+    within its poll interval)."""
+    from signalops.errors import BadInputError
+
+    canary = Canary(settings, signal)
+    try:
+        registry = canary.registry
+        aliases = registry.aliases()
+        current = aliases.get(c.ALIAS_CHAMPION)
+        target = version or aliases.get(c.ALIAS_PREVIOUS_CHAMPION)
+        if target is None:
+            raise BadInputError(
+                f"{canary.signal}: no previous-champion to roll back to; choose a version"
+            )
+        try:
+            registry.version(str(target))
+        except Exception as exc:  # MLflow's "not found"
+            raise BadInputError(f"{canary.signal}: no version {target!r}: {exc}") from None
+        if target == current:
+            return {"restored": target, "changed": False, "alias_changed_at": None}
+        active = canary.active()
+        if active is not None:  # a running rollout judged against the old champion ends
+            active.update(status="rolling_back", reason=f"manual rollback to v{target}")
+            canary._write(active, "manual rollback")
+            canary._apply_rollback(active)
+            active.update(status="rolled_back", weight=0.0)
+            canary._write(active, "rolled back")
+        now = datetime.now(UTC)
+        row: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "signal_name": canary.signal,
+            "champion_version": current,
+            "challenger_version": str(target),
+            "step": 0,
+            "weight": 0.0,
+            "status": "manual",
+            "reason": reason or f"manual rollback: v{current} -> v{target}",
+            "started_at": now,
+            "step_started_at": now,
+            "history": [],
+        }
+        canary._write(row, "manual rollback requested")
+        if current is not None:
+            registry.set_alias(c.ALIAS_PREVIOUS_CHAMPION, current)
+        registry.set_alias(c.ALIAS_CHAMPION, str(target))
+        changed_at = datetime.now(UTC)
+        canary._write(row, "champion alias moved")
+        canary._alert(
+            f"signalops: {canary.signal} rolled back to v{target}",
+            f"{row['reason']}. v{current} is now previous-champion.",
+            "warning",
+        )
+        return {
+            "restored": str(target),
+            "previous": current,
+            "changed": True,
+            "alias_changed_at": changed_at.isoformat(),
+        }
+    finally:
+        canary.close()

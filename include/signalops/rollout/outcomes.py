@@ -1,0 +1,196 @@
+"""Outcomes: logged predictions joined with what the market did, and live metrics.
+
+A prediction can be labeled when it names its symbol and the bar time of its features
+(``features_ts``: always for predictions by symbol, for inline features when the caller sends
+it) and the bars hold the close ``H`` bars later. The label is the training label: ``up``
+when that close is above the close of the features' bar; ``return`` its log return.
+Joining is idempotent (insert-or-ignore on the prediction's key); predictions whose horizon
+has not matured yet are picked up by a later run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from signalops.config import Settings
+from signalops.warehouse import Warehouse, outcomes_table, predictions_table, to_utc_series
+
+log = logging.getLogger(__name__)
+
+KEY = ("request_id", "row_index", "signal_name", "role")
+
+
+def join_outcomes(settings: Settings, batch: int = 50_000) -> dict[str, int]:
+    """Label every matured, not yet labeled prediction. Returns counts."""
+    horizon = settings.features.horizon_bars * settings.market.bar
+    p, o = predictions_table, outcomes_table
+    joined = pending = 0
+    with Warehouse(settings.warehouse_url) as warehouse:
+        warehouse.create_all()
+        with warehouse.engine.connect() as conn:
+            query = (
+                sa.select(
+                    *(p.c[k] for k in KEY),
+                    p.c.model_version,
+                    p.c.symbol,
+                    p.c.ts,
+                    p.c.features_ts,
+                    p.c.probability,
+                    p.c.signal,
+                )
+                .select_from(p.outerjoin(o, sa.and_(*(p.c[k] == o.c[k] for k in KEY))))
+                .where(
+                    o.c.request_id.is_(None),
+                    p.c.features_ts.is_not(None),
+                    p.c.symbol.is_not(None),
+                )
+                .limit(batch)
+            )
+            columns = [
+                *KEY,
+                "model_version",
+                "symbol",
+                "ts",
+                "features_ts",
+                "probability",
+                "signal",
+            ]
+            preds = pd.DataFrame(conn.execute(query).fetchall(), columns=columns)
+        if preds.empty:
+            return {"joined": 0, "pending": 0}
+        preds["features_ts"] = to_utc_series(preds["features_ts"])
+        preds["ts"] = to_utc_series(preds["ts"])
+        bars = warehouse.read_bars(
+            sorted(preds["symbol"].unique().tolist()),
+            preds["features_ts"].min().to_pydatetime(),
+            (preds["features_ts"].max() + horizon).to_pydatetime() + settings.market.bar,
+        )[["symbol", "ts", "close"]]
+        preds["matured_at"] = preds["features_ts"] + horizon
+        merged = preds.merge(
+            bars.rename(columns={"ts": "features_ts", "close": "close_0"}),
+            on=["symbol", "features_ts"],
+            how="left",
+        ).merge(
+            bars.rename(columns={"ts": "matured_at", "close": "close_h"}),
+            on=["symbol", "matured_at"],
+            how="left",
+        )
+        ready = merged.dropna(subset=["close_0", "close_h"])
+        pending = len(merged) - len(ready)
+        if not ready.empty:
+            now = datetime.now(UTC)
+            rows = [
+                {
+                    **{k: r[k] for k in KEY},
+                    "model_version": r["model_version"],
+                    "symbol": r["symbol"],
+                    "ts": r["ts"].to_pydatetime(),
+                    "features_ts": r["features_ts"].to_pydatetime(),
+                    "probability": float(r["probability"]),
+                    "signal": r["signal"],
+                    "label_up": int(r["close_h"] > r["close_0"]),
+                    "label_return": float(np.log(r["close_h"] / r["close_0"])),
+                    "matured_at": r["matured_at"].to_pydatetime(),
+                    "joined_at": now,
+                }
+                for r in ready.to_dict("records")
+            ]
+            stmt = warehouse.insert(outcomes_table).on_conflict_do_nothing(index_elements=list(KEY))
+            with warehouse.engine.begin() as conn:
+                for i in range(0, len(rows), 2000):
+                    conn.execute(stmt, rows[i : i + 2000])
+            joined = len(rows)
+    log.info("outcomes: %d predictions labeled, %d not matured (or no bar yet)", joined, pending)
+    return {"joined": joined, "pending": pending}
+
+
+@dataclass
+class LiveMetrics:
+    version: str
+    role: str
+    predictions: int
+    latency_p95_ms: float | None
+    outcomes: int
+    accuracy: float | None
+    log_loss: float | None
+    hit_rate: float | None  # share of BUY/SELL signals that went the right way
+    net_return: float | None  # mean per prediction: position x return - costs
+    scores: np.ndarray
+    labels: np.ndarray  # per outcome: 1 up, 0 down
+    probs: np.ndarray  # per outcome
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("scores", "labels", "probs")}
+
+
+def live_metrics(
+    settings: Settings,
+    signal: str,
+    version: str,
+    roles: tuple[str, ...],
+    since: datetime,
+    until: datetime | None = None,
+) -> LiveMetrics:
+    """What ``version`` did (in ``roles``) since ``since``: from the prediction log and the
+    outcomes joined so far."""
+    p, o = predictions_table, outcomes_table
+    until = until or datetime.now(UTC)
+    cost = settings.evaluation.cost_bps / 10_000
+    with Warehouse(settings.warehouse_url) as warehouse:
+        warehouse.create_all()
+        with warehouse.engine.connect() as conn:
+            pred = conn.execute(
+                sa.select(p.c.probability, p.c.latency_ms).where(
+                    p.c.signal_name == signal,
+                    p.c.model_version == version,
+                    p.c.role.in_(roles),
+                    p.c.ts >= since,
+                    p.c.ts < until,
+                )
+            ).fetchall()
+            out = conn.execute(
+                sa.select(o.c.probability, o.c.signal, o.c.label_up, o.c.label_return).where(
+                    o.c.signal_name == signal,
+                    o.c.model_version == version,
+                    o.c.role.in_(roles),
+                    o.c.ts >= since,
+                    o.c.ts < until,
+                )
+            ).fetchall()
+    scores = np.array([r[0] for r in pred], dtype=np.float64)
+    latency = np.array([r[1] for r in pred], dtype=np.float64)
+    probs = np.array([r[0] for r in out], dtype=np.float64)
+    labels = np.array([r[2] for r in out], dtype=np.float64)
+    signals = np.array([r[1] for r in out], dtype=object)
+    returns = np.array([r[3] for r in out], dtype=np.float64)
+    accuracy = log_loss = hit = net = None
+    if len(out):
+        accuracy = float(np.mean((probs > 0.5) == (labels == 1)))
+        clipped = np.clip(probs, 1e-15, 1 - 1e-15)
+        log_loss = float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
+        position = np.where(signals == "BUY", 1.0, np.where(signals == "SELL", -1.0, 0.0))
+        traded = position != 0
+        if traded.any():
+            hit = float(np.mean((position[traded] > 0) == (labels[traded] == 1)))
+        net = float(np.mean(position * returns - np.abs(position) * cost))
+    return LiveMetrics(
+        version=version,
+        role="+".join(roles),
+        predictions=len(pred),
+        latency_p95_ms=float(np.percentile(latency, 95)) if len(latency) else None,
+        outcomes=len(out),
+        accuracy=accuracy,
+        log_loss=log_loss,
+        hit_rate=hit,
+        net_return=net,
+        scores=scores,
+        labels=labels,
+        probs=probs,
+    )

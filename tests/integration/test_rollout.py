@@ -1,0 +1,338 @@
+"""Canary rollouts end to end: the real sidecar (`python -m signalops.serving`), a real
+PostgreSQL warehouse (bars, prediction log, outcomes, rollouts) and a real MLflow registry.
+
+Traffic is historical feature rows the champion never trained on, sent inline with their
+bar times, so the outcomes DAG's join labels them from the bars. A good challenger (the
+same recipe, retrained) advances through every step and is promoted; a run killed between
+writing "promoting" and moving the aliases is repaired by the next run; a bad challenger
+(trained on sign-flipped features: good on its own holdout, wrong live) is rolled back at
+the shadow step, as soon as the guards can judge. A manual rollback
+restores the previous champion and the sidecar serves it on its own (no reload)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from signalops.config import Settings
+from signalops.features.offline_store import OfflineStore
+from signalops.registry import Registry
+from signalops.registry import contracts as c
+from signalops.rollout.canary import Canary, rollback
+from signalops.rollout.outcomes import join_outcomes
+from signalops.training import retrain as steps
+from tests.conftest import TRAIN_END, TRAIN_START, build_lake, fresh_pg_database, training_settings
+from tests.slack_recorder import SlackRecorder, slack_recorder
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "rollout-token"
+TRAINED_UNTIL = TRAIN_END - timedelta(days=4)  # traffic comes from the 4 days after
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    env: dict[str, str]
+    url: str
+    proc: subprocess.Popen[bytes]
+    slack: SlackRecorder
+    rows: pd.DataFrame  # traffic: labeled feature rows after the training window
+    names: list[str]
+
+    def reload(self) -> None:
+        r = httpx.post(
+            f"{self.url}/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+        )
+        assert r.status_code == 200, r.text
+
+    def send(self, requests: int, offset: int, batch: int = 10) -> list[dict[str, Any]]:
+        """``requests`` POSTs of ``batch`` consecutive bars of one symbol, distinct keys."""
+        rows = self.rows
+
+        def one(i: int) -> dict[str, Any]:
+            start = ((offset + i) * batch) % (len(rows) - batch)
+            chunk = rows.iloc[start : start + batch]
+            chunk = chunk[chunk["symbol"] == chunk["symbol"].iloc[0]]
+            body = {
+                "symbol": chunk["symbol"].iloc[0],
+                "features": chunk[self.names].to_dict("records"),
+                "features_ts": [t.isoformat() for t in chunk["ts"]],
+                "key": f"caller-{offset + i}",
+            }
+            r = httpx.post(f"{self.url}/v1/signals", json=body, timeout=30)
+            assert r.status_code == 200, r.text
+            return dict(r.json()["model"])
+
+        with ThreadPoolExecutor(4) as pool:
+            return list(pool.map(one, range(requests)))
+
+    def flush(self) -> None:
+        time.sleep(0.6)  # the log ships every 50 ms; the writer inserts right after
+
+
+def _retrain(settings: Settings, key: str, **params: Any) -> dict[str, Any]:
+    results = steps.run_all(settings, steps.plan_request(settings, params, run_key=key))
+    return {k: v.summary for k, v in results.items()}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("rollout")
+    with fresh_pg_database("rollout_wh") as warehouse_url, slack_recorder() as slack:
+        env_overrides = {
+            "SIGNALOPS_WAREHOUSE__URL": warehouse_url,
+            "SIGNALOPS_SERVING__ADMIN_TOKEN": TOKEN,
+            "SIGNALOPS_SERVING__LOG_FLUSH_INTERVAL_S": "0.05",
+            "SIGNALOPS_ALERTS__SLACK_WEBHOOK_URL": f"{slack.url}/hooks/rollout",
+            "SIGNALOPS_ROLLOUT__MIN_STEP_MINUTES": "0",
+            "SIGNALOPS_ROLLOUT__MIN_PREDICTIONS": "50",
+            "SIGNALOPS_ROLLOUT__MIN_OUTCOMES": "300",
+            # Permissive risk limits: the guard must not turn signals into HOLDs here.
+            "SIGNALOPS_SERVING__RISK__MAX_TRADES_PER_DAY": "100000000",
+        }
+        settings = training_settings(tmp, **env_overrides)
+        build_lake(settings, TRAIN_START, TRAIN_END)
+        first = _retrain(settings, "v1", end=TRAINED_UNTIL.isoformat())
+        assert "register" in first, first
+        store = OfflineStore(settings.lake_dir)
+        names = list(store.read_spec("v1")["names"])
+        rows = store.read("v1", start=TRAINED_UNTIL, end=TRAIN_END - timedelta(hours=2))
+        rows = rows.dropna(subset=["label_up"]).reset_index(drop=True)
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALOPS_")}
+        env.update(env_overrides)
+        env.update(
+            SIGNALOPS_STATE_DIR=str(settings.state_dir),
+            SIGNALOPS_MARKET__SYMBOLS="AAA,BBB,CCC",
+            SIGNALOPS_EVALUATION__BOOTSTRAP_SAMPLES="200",
+            SIGNALOPS_SERVING__PORT=str(port),
+        )
+        log_path = tmp / "sidecar.log"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "signalops.serving", "--workers", "1"],
+                env=env,
+                cwd=tmp,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                try:
+                    if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.3)
+            try:
+                yield Stack(settings, env, url, proc, slack, rows, names)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+
+
+def _rollouts(settings: Settings) -> list[Any]:
+    engine = sa.create_engine(settings.warehouse_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM rollouts ORDER BY started_at")).fetchall()
+    engine.dispose()
+    return rows
+
+
+def _messages(slack: SlackRecorder) -> str:
+    return json.dumps([r.body for r in slack.requests])
+
+
+def _tick(stack: Stack) -> dict[str, Any]:
+    join_outcomes(stack.settings)
+    canary = Canary(stack.settings)
+    try:
+        return canary.tick()
+    finally:
+        canary.close()
+
+
+def test_good_challenger_goes_through_every_step_and_is_promoted(stack: Stack) -> None:
+    second = _retrain(stack.settings, "v2", end=TRAINED_UNTIL.isoformat(), force=True)
+    assert "register" in second, second
+    registry = Registry(stack.settings)
+    assert registry.aliases() == {c.ALIAS_CHAMPION: "1", c.ALIAS_CHALLENGER: "2"}
+
+    started = _tick(stack)
+    assert started["action"] == "started" and started["weight"] == 0.0
+    stack.reload()
+    weights_seen = []
+    offset = 0
+    for _ in range(12):
+        row = Canary(stack.settings).active()
+        if row is None:
+            break
+        weight = row["weight"]
+        weights_seen.append(weight)
+        # Enough requests for min_predictions challenger rows at this weight.
+        need = 60 if weight == 0 else int(np.ceil(8 / max(weight, 0.01))) + 40
+        served = stack.send(need, offset)
+        offset += need
+        roles = {m["role"] for m in served}
+        assert roles == (
+            {"champion"}
+            if weight == 0
+            else {"champion", "challenger"}
+            if weight < 1
+            else {"challenger"}
+        )
+        stack.flush()
+        if weight == 1.0:
+            break
+        result = _tick(stack)
+        assert result["action"] in ("advanced", "wait"), result
+        stack.reload()
+    assert list(dict.fromkeys(weights_seen)) == [0.0, 0.01, 0.1, 0.5, 1.0]
+
+    # The promotion tick is killed right after it wrote "promoting" (before any alias moved).
+    script = textwrap.dedent(
+        """
+        import os
+        from signalops.config import load_settings
+        from signalops.rollout.canary import Canary
+        from signalops.rollout.outcomes import join_outcomes
+        settings = load_settings()
+        join_outcomes(settings)
+        canary = Canary(settings)
+        canary._apply_promotion = lambda row: os._exit(9)  # killed between the two writes
+        canary.tick()
+        """
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", script],
+        env=stack.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert killed.returncode == 9, killed.stderr[-2000:]
+    half = Canary(stack.settings).active()
+    assert half is not None and half["status"] == "promoting"
+    assert registry.aliases()[c.ALIAS_CHAMPION] == "1"  # nothing moved yet: one champion
+    repaired = _tick(stack)
+    assert repaired["action"] == "promoted"
+    assert registry.aliases() == {c.ALIAS_CHAMPION: "2", c.ALIAS_PREVIOUS_CHAMPION: "1"}
+    assert registry.model_tags()[c.CANARY_WEIGHT_TAG] == "0"
+    (rollout,) = _rollouts(stack.settings)
+    assert rollout.status == "promoted" and rollout.challenger_version == "2"
+    history = rollout.history if isinstance(rollout.history, list) else json.loads(rollout.history)
+    events = [h["event"] for h in history]
+    assert events[0] == "started" and events.count("advanced") == 4
+    assert events[-2:] == ["promote", "promoted"]
+    assert all("numbers" in h for h in history if h["event"] == "advanced")
+    messages = _messages(stack.slack)
+    assert (
+        "v2 started" in messages and "advanced" in messages and "promoted to champion" in messages
+    )
+    stack.reload()
+    assert stack.send(3, offset)[0]["version"] == "2"
+
+
+def _negate_before(settings: Settings, before: pd.Timestamp) -> list[tuple[Path, bytes]]:
+    """Flip the sign of every feature before ``before``; return the original files."""
+    store = OfflineStore(settings.lake_dir)
+    names = store.read_spec("v1")["names"]
+    saved = [(path, path.read_bytes()) for _symbol, path in store.files("v1")]
+    for path, _ in saved:
+        part = pd.read_parquet(path)
+        mask = part["ts"] < before
+        part.loc[mask, names] = -part.loc[mask, names]
+        part.to_parquet(path, index=False)
+    return saved
+
+
+def test_bad_challenger_is_rolled_back_at_the_shadow_step(stack: Stack) -> None:
+    registry = Registry(stack.settings)
+    # Trained (and evaluated on its holdout) where every feature had its sign flipped: it
+    # looks good offline, beats the champion there, and is wrong on the live market.
+    saved = _negate_before(stack.settings, pd.Timestamp(TRAINED_UNTIL))
+    try:
+        third = _retrain(stack.settings, "v3-bad", end=TRAINED_UNTIL.isoformat(), force=True)
+    finally:
+        for path, data in saved:
+            path.write_bytes(data)
+    assert "register" in third, third
+    assert registry.aliases()[c.ALIAS_CHALLENGER] == "3"
+
+    assert _tick(stack)["action"] == "started"
+    stack.reload()
+    result: dict[str, Any] = {}
+    for round_ in range(10):
+        stack.send(80, 10_000 + round_ * 80)
+        stack.flush()
+        result = _tick(stack)
+        if result["action"] != "wait":
+            break
+    assert result["action"] == "rolled_back", result
+    assert any(g in result["reason"] for g in ("accuracy", "log loss", "PSI", "agreement"))
+    rolled = _rollouts(stack.settings)[-1]
+    assert rolled.status == "rolled_back" and rolled.challenger_version == "3"
+    assert rolled.step == 0  # judged and stopped in the shadow step: no caller saw v3
+    assert registry.aliases().get(c.ALIAS_CHALLENGER) is None
+    assert registry.aliases()[c.ALIAS_CHAMPION] == "2"
+    assert "rolled back" in _messages(stack.slack)
+    engine = sa.create_engine(stack.settings.warehouse_url)
+    with engine.connect() as conn:
+        served_v3 = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM predictions WHERE model_version = '3' AND role <> 'shadow'"
+            )
+        ).scalar_one()
+        outcomes = conn.execute(sa.text("SELECT count(*) FROM outcomes")).scalar_one()
+    engine.dispose()
+    assert served_v3 == 0 and outcomes > 0
+
+
+def test_manual_rollback_is_served_without_a_restart(stack: Stack) -> None:
+    restored = rollback(stack.settings, reason="test: back to v1")
+    assert restored["restored"] == "1" and restored["changed"]
+    registry = Registry(stack.settings)
+    assert registry.aliases()[c.ALIAS_CHAMPION] == "1"
+    assert registry.aliases()[c.ALIAS_PREVIOUS_CHAMPION] == "2"
+    changed_at = pd.Timestamp(restored["alias_changed_at"]).timestamp()
+    deadline = time.time() + 60  # functional bound only; the time itself: bench/rollback.py
+    version = None
+    while time.time() < deadline:
+        version = stack.send(1, 50_000)[0]["version"]
+        if version == "1":
+            break
+        time.sleep(0.05)
+    assert version == "1"
+    print(f"rollback served after {time.time() - changed_at:.2f} s")
+    manual = _rollouts(stack.settings)[-1]
+    assert manual.status == "manual" and manual.challenger_version == "1"
+    assert "rolled back to v1" in _messages(stack.slack)
