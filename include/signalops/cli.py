@@ -28,6 +28,7 @@ def _summary(settings: Settings) -> dict[str, Any]:
         stats = warehouse.bar_stats()
         predictions = _prediction_counts(warehouse)
         drift = _drift_checks(warehouse)
+        rollouts = _rollouts(warehouse)
     store = OfflineStore(settings.lake_dir)
     offline = {}
     for version in FEATURE_SETS:
@@ -68,7 +69,39 @@ def _summary(settings: Settings) -> dict[str, Any]:
         "registry": _registry_summary(settings),
         "predictions": predictions,
         "drift_checks": drift,
+        "rollouts": rollouts,
     }
+
+
+def _rollouts(warehouse: Any) -> list[dict[str, Any]]:
+    """The newest rollouts (canary and manual rollbacks) and where they stand."""
+    import sqlalchemy as sa
+
+    from signalops.warehouse import rollouts_table as t
+
+    query = sa.select(
+        t.c.signal_name,
+        t.c.champion_version,
+        t.c.challenger_version,
+        t.c.status,
+        t.c.weight,
+        t.c.reason,
+        t.c.updated_at,
+    ).order_by(t.c.updated_at.desc())
+    with warehouse.engine.connect() as conn:
+        rows = conn.execute(query.limit(5)).fetchall()
+    return [
+        {
+            "signal": r.signal_name,
+            "champion": r.champion_version,
+            "challenger": r.challenger_version,
+            "status": r.status,
+            "weight": r.weight,
+            "reason": r.reason,
+            "updated_at": str(r.updated_at),
+        }
+        for r in rows
+    ]
 
 
 def _drift_checks(warehouse: Any) -> list[dict[str, Any]]:

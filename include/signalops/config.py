@@ -157,7 +157,9 @@ class RolloutSettings(_Section):
     max_latency_ratio: float = Field(1.5, gt=0, description="challenger p95 / champion p95")
     latency_slack_ms: float = Field(2.0, ge=0, description="absolute slack on that ratio")
     max_score_psi: float = Field(0.25, gt=0, description="challenger vs champion scores")
-    min_psi_rows: int = Field(300, gt=0, description="rows each side before PSI judges")
+    min_compare_rows: int = Field(
+        300, gt=0, description="challenger rows before latency p95 and score PSI judge"
+    )
     min_agreement: float = Field(
         0.6, ge=0, le=1, description="shadow: same BUY/SELL/HOLD as the champion"
     )

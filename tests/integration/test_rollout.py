@@ -336,3 +336,25 @@ def test_manual_rollback_is_served_without_a_restart(stack: Stack) -> None:
     manual = _rollouts(stack.settings)[-1]
     assert manual.status == "manual" and manual.challenger_version == "1"
     assert "rolled back to v1" in _messages(stack.slack)
+
+
+def test_the_dags_drive_the_same_functions(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`airflow dags test` of outcomes, canary and rollback on this stack's state."""
+    from tests.integration.test_airflow_dags import _stack
+
+    tmp = tmp_path_factory.mktemp("rollout-airflow")
+    airflow = _stack(tmp, f"sqlite:///{tmp / 'airflow.db'}", None)
+    airflow.env.update({k: v for k, v in stack.env.items() if k.startswith("SIGNALOPS_")})
+    when = "2026-01-13T00:00:00+00:00"
+    out = airflow.dags_test("outcomes", when)
+    assert "state=success" in out.stdout + out.stderr
+    out = airflow.dags_test("canary", when)  # no challenger now: idle, weight 0
+    assert "'action': 'idle'" in out.stdout + out.stderr
+    out = airflow.dags_test("rollback", when, {"version": "2", "reason": "dags test"})
+    assert "state=success" in out.stdout + out.stderr
+    assert Registry(stack.settings).aliases()[c.ALIAS_CHAMPION] == "2"
+    bad = airflow.dags_test("rollback", when, {"version": "99"}, check=False)
+    assert bad.returncode != 0 and "no version '99'" in bad.stdout + bad.stderr
+    assert "up_for_retry" not in bad.stdout + bad.stderr

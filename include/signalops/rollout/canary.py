@@ -105,7 +105,8 @@ def judge(
         "step_minutes": round(step_age.total_seconds() / 60, 2),
     }
     enough = challenger.predictions >= cfg.min_predictions and champion.predictions > 0
-    if enough:
+    comparable = min(len(champion.scores), len(challenger.scores)) >= cfg.min_compare_rows
+    if enough and challenger.predictions >= cfg.min_compare_rows:
         if (
             challenger.latency_p95_ms is not None
             and champion.latency_p95_ms is not None
@@ -117,7 +118,7 @@ def judge(
                 f"champion {champion.latency_p95_ms:.2f} ms + {cfg.latency_slack_ms} ms"
             )
             return v
-        if min(len(champion.scores), len(challenger.scores)) >= cfg.min_psi_rows:
+        if comparable:
             score_psi = _psi(champion.scores, challenger.scores)
             v.numbers["score_psi"] = score_psi
             if score_psi > cfg.max_score_psi:
@@ -125,6 +126,7 @@ def judge(
                     f"score distribution PSI {score_psi:.3f} vs champion > {cfg.max_score_psi}"
                 )
                 return v
+    if enough:
         if shadow_step and agreement is not None:
             v.numbers["agreement"] = agreement
             if agreement < cfg.min_agreement:
