@@ -16,7 +16,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.serve import free_port, wait_ready  # noqa: E402
+from bench.serve import free_port, sidecar  # noqa: E402
 
 
 def main() -> None:
@@ -65,36 +64,23 @@ def main() -> None:
     env.update(env_over)
     port = free_port()
     log = work / "sidecar.log"
-    with open(log, "wb") as handle:
-        side = subprocess.Popen(
-            [sys.executable, "-m", "signalops.serving", "--workers", "1", "--port", str(port)],
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            cwd=work,
-        )
-        times = []
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_ready(f"{base}/ready", side, log)
-            with httpx.Client(base_url=base, timeout=10) as client:
-                for i in range(args.rounds):
-                    target = "2" if registry.aliases()[c.ALIAS_CHAMPION] == "1" else "1"
-                    time.sleep(1.3 * (i % 4))  # land at different points of the poll cycle
-                    done = rollback(settings, target, reason=f"bench round {i + 1}")
-                    changed = pd.Timestamp(done["alias_changed_at"]).timestamp()
-                    while True:
-                        served = client.post("/v1/signals", json=body).json()["model"]
-                        if served["version"] == target:
-                            break
-                        time.sleep(0.02)
-                    times.append(time.time() - changed)
-                    print(
-                        f"  round {i + 1}: v{target} served {times[-1]:.2f} s after the alias moved"
-                    )
-        finally:
-            side.terminate()
-            side.wait(timeout=30)
+    times = []
+    with (
+        sidecar(env, port, work, log) as (base, _),
+        httpx.Client(base_url=base, timeout=10) as client,
+    ):
+        for i in range(args.rounds):
+            target = "2" if registry.aliases()[c.ALIAS_CHAMPION] == "1" else "1"
+            time.sleep(1.3 * (i % 4))  # land at different points of the poll cycle
+            done = rollback(settings, target, reason=f"bench round {i + 1}")
+            changed = pd.Timestamp(done["alias_changed_at"]).timestamp()
+            while True:
+                served = client.post("/v1/signals", json=body).json()["model"]
+                if served["version"] == target:
+                    break
+                time.sleep(0.02)
+            times.append(time.time() - changed)
+            print(f"  round {i + 1}: v{target} served {times[-1]:.2f} s after the alias moved")
     poll = settings.serving.poll_interval_s
     print(
         f"\nrollback to first response by the restored version, {args.rounds} rounds "

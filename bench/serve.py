@@ -34,6 +34,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,26 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
         time.sleep(0.5)
     proc.kill()
     sys.exit(f"server not ready at {url}:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def sidecar(env: dict[str, str], port: int, work: Path, log: Path) -> Iterator[tuple[str, int]]:
+    """``python -m signalops.serving`` with one worker; yields (base URL, pid) once ready."""
+    with open(log, "ab") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "signalops.serving", "--workers", "1", "--port", str(port)],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(f"{base}/ready", proc, log)
+            yield base, proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 LUA = """
@@ -232,76 +254,51 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     side_port, mlflow_port = free_port(), free_port()
     side_log, mlflow_log = work / "sidecar.log", work / "mlflow.log"
-    with open(side_log, "wb") as log_handle:
-        side = subprocess.Popen(
-            [sys.executable, "-m", "signalops.serving", "--workers", "1", "--port", str(side_port)],
-            env=env,
-            stdout=log_handle,
-            stderr=subprocess.STDOUT,
-            cwd=work,
+    with sidecar(env, side_port, work, side_log) as (base, side_pid):
+        targets = (
+            ("sidecar /invocations", "/invocations", split_f),
+            (
+                "sidecar /v1/signals (Redis, log on)",
+                "/v1/signals",
+                json.dumps({"symbol": "AAA"}),
+            ),
+            ("null endpoint (same HTTP stack)", "/null", split_f),
         )
-        try:
-            base = f"http://127.0.0.1:{side_port}"
-            wait_ready(f"{base}/ready", side, side_log)
-            targets = (
-                ("sidecar /invocations", "/invocations", split_f),
-                (
-                    "sidecar /v1/signals (Redis, log on)",
-                    "/v1/signals",
-                    json.dumps({"symbol": "AAA"}),
-                ),
-                ("null endpoint (same HTTP stack)", "/null", split_f),
-            )
-            for _, path, body in targets:
-                check = httpx.post(base + path, content=body, timeout=5)
-                assert check.status_code == 200, check.text
-                wrk(base + path, body, 2, work)  # warm-up
-            # Rounds, interleaved: the machine's noise hits every target alike; medians.
-            runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in targets}
-            for i in range(args.rounds):
-                for name, path, body in targets:
-                    runs[name].append(wrk(base + path, body, args.duration, work))
-                    print(f"  round {i + 1}: {name}: {runs[name][-1]}")
-            for name, measured in runs.items():
-                results[name] = {
-                    key: statistics.median(r[key] for r in measured) for key in measured[0]
-                }
-                results[name]["non_2xx"] = sum(r["non_2xx"] for r in measured)
-            # Latency without queueing: one connection (with 8, Little's law puts the mean
-            # at 8 / throughput, and p99 follows the queue, not the service time).
-            results["sidecar /invocations, 1 conn"] = wrk(
-                base + "/invocations", split_f, args.duration, work, connections=1
-            )
-            print(f"  1 connection: {results['sidecar /invocations, 1 conn']}")
-            memory = rss_mb(side.pid)
-            models = httpx.get(f"{base}/v1/models").json()["models"]
-        finally:
-            side.terminate()
-            side.wait(timeout=30)
+        for _, path, body in targets:
+            check = httpx.post(base + path, content=body, timeout=5)
+            assert check.status_code == 200, check.text
+            wrk(base + path, body, 2, work)  # warm-up
+        # Rounds, interleaved: the machine's noise hits every target alike; medians.
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in targets}
+        for i in range(args.rounds):
+            for name, path, body in targets:
+                runs[name].append(wrk(base + path, body, args.duration, work))
+                print(f"  round {i + 1}: {name}: {runs[name][-1]}")
+        for name, measured in runs.items():
+            results[name] = {
+                key: statistics.median(r[key] for r in measured) for key in measured[0]
+            }
+            results[name]["non_2xx"] = sum(r["non_2xx"] for r in measured)
+        # Latency without queueing: one connection (with 8, Little's law puts the mean
+        # at 8 / throughput, and p99 follows the queue, not the service time).
+        results["sidecar /invocations, 1 conn"] = wrk(
+            base + "/invocations", split_f, args.duration, work, connections=1
+        )
+        print(f"  1 connection: {results['sidecar /invocations, 1 conn']}")
+        memory = rss_mb(side_pid)
+        models = httpx.get(f"{base}/v1/models").json()["models"]
     # What the shadow challenger costs: the same /invocations with shadow scoring off.
-    with open(side_log, "ab") as log_handle:
-        side = subprocess.Popen(
-            [sys.executable, "-m", "signalops.serving", "--workers", "1", "--port", str(side_port)],
-            env=dict(env, SIGNALOPS_SERVING__SHADOW="false"),
-            stdout=log_handle,
-            stderr=subprocess.STDOUT,
-            cwd=work,
-        )
-        try:
-            base = f"http://127.0.0.1:{side_port}"
-            wait_ready(f"{base}/ready", side, side_log)
-            wrk(base + "/invocations", split_f, 2, work)
-            for name, connections in (
-                ("sidecar /invocations, shadow off", 8),
-                ("sidecar /invocations, shadow off, 1 conn", 1),
-            ):
-                results[name] = wrk(
-                    base + "/invocations", split_f, args.duration, work, connections=connections
-                )
-                print(f"  {name}: {results[name]}")
-        finally:
-            side.terminate()
-            side.wait(timeout=30)
+    shadow_off = dict(env, SIGNALOPS_SERVING__SHADOW="false")
+    with sidecar(shadow_off, side_port, work, side_log) as (base, _):
+        wrk(base + "/invocations", split_f, 2, work)
+        for name, connections in (
+            ("sidecar /invocations, shadow off", 8),
+            ("sidecar /invocations, shadow off, 1 conn", 1),
+        ):
+            results[name] = wrk(
+                base + "/invocations", split_f, args.duration, work, connections=connections
+            )
+            print(f"  {name}: {results[name]}")
     if not args.skip_mlflow:
         results["mlflow models serve /invocations"] = measure_mlflow(
             settings, env, work, mlflow_log, mlflow_port, split_f, args.duration

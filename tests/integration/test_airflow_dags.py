@@ -77,16 +77,20 @@ class AirflowStack:
             "online": len(vectors),
         }
 
-    def bars_asset_events(self) -> list[dict]:
+    def asset_events(self, name: str) -> list[dict]:
+        """The ``extra`` of every event of the Asset ``name``, oldest first."""
         engine = sa.create_engine(self.metadata_url)
         query = sa.text(
             "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-            "WHERE a.name = 'signalops/bars' ORDER BY e.id"
+            "WHERE a.name = :name ORDER BY e.id"
         )
         with engine.connect() as conn:
-            rows = [r[0] for r in conn.execute(query)]
+            rows = [r[0] for r in conn.execute(query, {"name": name})]
         engine.dispose()
         return [json.loads(r) if isinstance(r, str) else r for r in rows]
+
+    def bars_asset_events(self) -> list[dict]:
+        return self.asset_events("signalops/bars")
 
 
 def _stack(tmp: Path, metadata_url: str, warehouse_url: str | None) -> AirflowStack:

@@ -28,19 +28,6 @@ CALM_END = SHIFT_AT  # [TRAIN_END, SHIFT_AT): the same market as the training da
 SHIFTED_END = SHIFT_AT + timedelta(days=3)  # [SHIFT_AT, +3 d): volatility x2.5, volume x3
 
 
-def _asset_events(metadata_url: str) -> list[dict]:
-    engine = sa.create_engine(metadata_url)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-                "WHERE a.name = 'signalops/drift_detected' ORDER BY e.id"
-            )
-        ).fetchall()
-    engine.dispose()
-    return [json.loads(r[0]) if isinstance(r[0], str) else r[0] for r in rows]
-
-
 def test_drift_monitor_calm_then_shifted(tmp_path_factory: pytest.TempPathFactory) -> None:
     tmp = tmp_path_factory.mktemp("airflow-drift")
     with slack_recorder() as slack:
@@ -88,7 +75,7 @@ def test_drift_monitor_calm_then_shifted(tmp_path_factory: pytest.TempPathFactor
         alerts = [r for r in slack.requests if "drift" in json.dumps(r.body).lower()]
         assert len(alerts) == 1, [r.body for r in slack.requests]  # not repeated
         assert "HIGH drift" in json.dumps(alerts[0].body)
-        events = _asset_events(stack.metadata_url)
+        events = stack.asset_events("signalops/drift_detected")
         assert len(events) == 1 and events[0]["severity"] == "high"
         assert events[0]["end"] == SHIFTED_END.isoformat()
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from signalops.config import Settings, load_settings
 from signalops.features.offline_store import OfflineStore
@@ -185,7 +184,7 @@ def test_retrain_dag_registers_then_rejects_a_degraded_model(
         assert registry.aliases() == {c.ALIAS_CHAMPION: "1"}
         folder = registry.download_version("1", tmp_path / "v1")
         assert {p.name for p in folder.iterdir()} >= VERSION_FILES
-        events = _asset_events(stack.metadata_url, "signalops/challenger_registered")
+        events = stack.asset_events("signalops/challenger_registered")
         assert events[-1]["version"] == "1" and events[-1]["alias"] == c.ALIAS_CHAMPION
         assert any("v1 registered" in json.dumps(r.body) for r in slack.requests)
 
@@ -217,15 +216,3 @@ def test_retrain_dag_registers_then_rejects_a_degraded_model(
         assert "refusing to train" in out and "state=success" in out
         assert "up_for_retry" not in out
         assert any("too little data" in json.dumps(r.body) for r in slack.requests[before:])
-
-
-def _asset_events(metadata_url: str, name: str) -> list[dict]:
-    engine = sa.create_engine(metadata_url)
-    query = sa.text(
-        "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-        "WHERE a.name = :name ORDER BY e.id"
-    )
-    with engine.connect() as conn:
-        rows = [r[0] for r in conn.execute(query, {"name": name})]
-    engine.dispose()
-    return [json.loads(r) if isinstance(r, str) else r for r in rows]

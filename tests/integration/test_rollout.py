@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -39,6 +38,7 @@ from signalops.rollout.canary import Canary, rollback
 from signalops.rollout.outcomes import join_outcomes
 from signalops.training import retrain as steps
 from tests.conftest import TRAIN_END, TRAIN_START, build_lake, fresh_pg_database, training_settings
+from tests.sidecar_process import free_port, running_sidecar
 from tests.slack_recorder import SlackRecorder, slack_recorder
 
 pytestmark = pytest.mark.integration
@@ -46,12 +46,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "rollout-token"
 TRAINED_UNTIL = TRAIN_END - timedelta(days=4)  # traffic comes from the 4 days after
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -123,39 +117,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         names = list(store.read_spec("v1")["names"])
         rows = store.read("v1", start=TRAINED_UNTIL, end=TRAIN_END - timedelta(hours=2))
         rows = rows.dropna(subset=["label_up"]).reset_index(drop=True)
-        port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALOPS_")}
         env.update(env_overrides)
         env.update(
             SIGNALOPS_STATE_DIR=str(settings.state_dir),
             SIGNALOPS_MARKET__SYMBOLS="AAA,BBB,CCC",
             SIGNALOPS_EVALUATION__BOOTSTRAP_SAMPLES="200",
-            SIGNALOPS_SERVING__PORT=str(port),
+            SIGNALOPS_SERVING__PORT=str(free_port()),
         )
-        log_path = tmp / "sidecar.log"
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "signalops.serving", "--workers", "1"],
-                env=env,
-                cwd=tmp,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 90
-            while time.time() < deadline:
-                try:
-                    if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                time.sleep(0.3)
-            try:
-                yield Stack(settings, env, url, proc, slack, rows, names)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=60)
+        with running_sidecar(env, tmp, tmp / "sidecar.log") as (url, proc):
+            yield Stack(settings, env, url, proc, slack, rows, names)
 
 
 def _rollouts(settings: Settings) -> list[Any]:

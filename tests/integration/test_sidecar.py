@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,18 +27,13 @@ from signalops.registry import Registry
 from signalops.registry import contracts as c
 from signalops.training import retrain as steps
 from tests.conftest import TRAIN_SYMBOLS, copy_lake, fresh_pg_database
+from tests.sidecar_process import free_port, running_sidecar
 from tests.slack_recorder import SlackRecorder, slack_recorder
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "test-admin-token"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -116,7 +109,7 @@ def server(
         publish_online(settings)  # newest vector per symbol into Redis
         registry = Registry(settings)
         spec = json.loads(registry.download_file("1", c.FEATURE_SPEC, tmp / "spec").read_text())
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALOPS_")}
         env.update(env_overrides)
         env.update(
@@ -125,34 +118,12 @@ def server(
             SIGNALOPS_SERVING__PORT=str(port),
             SIGNALOPS_CONFIG=str(config),
         )
-        log_file = open(tmp / "server.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "signalops.serving", "--workers", "1"],
-            env=env,
-            cwd=tmp,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"sidecar exited: {(tmp / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.3)
-        else:
-            proc.kill()
-            pytest.fail(f"sidecar not ready: {(tmp / 'server.log').read_text()[-3000:]}")
         try:
-            yield Server(url, env, settings, registry, proc, slack, warehouse_url, spec["names"])
+            with running_sidecar(env, tmp, tmp / "server.log") as (url, proc):
+                yield Server(
+                    url, env, settings, registry, proc, slack, warehouse_url, spec["names"]
+                )
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            log_file.close()
             import redis
 
             client = redis.Redis.from_url(redis_url)
@@ -508,58 +479,35 @@ def test_oversized_and_empty_bodies(server: Server) -> None:
 
 def test_two_workers_share_one_metrics_view(server: Server, tmp_path: Path) -> None:
     """``--workers 2``: requests spread over both processes; any scrape counts them all."""
-    port = _free_port()
-    env = dict(server.env, SIGNALOPS_SERVING__PORT=str(port))
+    env = dict(server.env, SIGNALOPS_SERVING__PORT=str(free_port()))
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log_path = tmp_path / "two-workers.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "signalops.serving", "--workers", "2"],
-            env=env,
-            cwd=tmp_path,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 90
-            while time.time() < deadline:
-                try:
-                    if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                time.sleep(0.3)
-            time.sleep(2)  # the second worker may still be loading its models
-            ids: list[str] = []
-            lock = threading.Lock()
+    with running_sidecar(env, tmp_path, tmp_path / "two-workers.log", workers=2) as (url, _):
+        time.sleep(2)  # the second worker may still be loading its models
+        ids: list[str] = []
+        lock = threading.Lock()
 
-            def burst() -> None:
-                for _ in range(25):  # a new connection each time: the kernel picks a worker
-                    r = httpx.post(f"{url}/v1/signals", json={"symbol": "AAA"}, timeout=10)
-                    assert r.status_code == 200, r.text
-                    with lock:
-                        ids.append(r.json()["request_id"])
+        def burst() -> None:
+            for _ in range(25):  # a new connection each time: the kernel picks a worker
+                r = httpx.post(f"{url}/v1/signals", json={"symbol": "AAA"}, timeout=10)
+                assert r.status_code == 200, r.text
+                with lock:
+                    ids.append(r.json()["request_id"])
 
-            threads = [threading.Thread(target=burst) for _ in range(8)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            assert len(ids) == 200
-            workers = {rid.rsplit("-", 1)[0] for rid in ids}  # ids carry a per-process prefix
-            assert len(workers) == 2, workers
-            for _ in range(4):  # each scrape lands on either worker
-                text = httpx.get(f"{url}/metrics", timeout=10).text
-                counted = sum(
-                    float(line.rsplit(" ", 1)[1])
-                    for line in text.splitlines()
-                    if line.startswith("signalops_http_requests_total{")
-                    and 'endpoint="signals"' in line
-                    and 'status="200"' in line
-                )
-                assert counted == 200, text[:2000]
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+        threads = [threading.Thread(target=burst) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(ids) == 200
+        workers = {rid.rsplit("-", 1)[0] for rid in ids}  # ids carry a per-process prefix
+        assert len(workers) == 2, workers
+        for _ in range(4):  # each scrape lands on either worker
+            text = httpx.get(f"{url}/metrics", timeout=10).text
+            counted = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("signalops_http_requests_total{")
+                and 'endpoint="signals"' in line
+                and 'status="200"' in line
+            )
+            assert counted == 200, text[:2000]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from signalops.data.synthetic import SyntheticSource
 from signalops.features.offline_store import OfflineStore
@@ -26,19 +25,6 @@ def _write_csv(path: Path, bars: pd.DataFrame) -> None:
     out = bars.copy()
     out["ts"] = out["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     out.to_csv(path, index=False)
-
-
-def _features_events(metadata_url: str) -> int:
-    engine = sa.create_engine(metadata_url)
-    with engine.connect() as conn:
-        n = conn.execute(
-            sa.text(
-                "SELECT count(*) FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-                "WHERE a.name = 'signalops/features'"
-            )
-        ).scalar_one()
-    engine.dispose()
-    return int(n)
 
 
 def test_gate_blocks_bad_bars_and_bad_features_then_a_fixed_rerun_passes(
@@ -85,7 +71,7 @@ def test_gate_blocks_bad_bars_and_bad_features_then_a_fixed_rerun_passes(
     assert "expect_column_values_to_be_between" in out
     settings_lake = Path(stack.env["SIGNALOPS_STATE_DIR"]) / "lake"
     assert not list(OfflineStore(settings_lake).version_dir("v1").rglob("*.parquet"))
-    assert _features_events(stack.metadata_url) == 0
+    assert len(stack.asset_events("signalops/features")) == 0
 
     # 3. The source is fixed: the same runs pass, no cleanup by hand.
     _write_csv(csv, good)
@@ -94,6 +80,6 @@ def test_gate_blocks_bad_bars_and_bad_features_then_a_fixed_rerun_passes(
     counts = stack.counts()
     assert counts["bars"] == len(good)
     assert counts["offline_rows"] > 0 and counts["online"] == 2
-    assert _features_events(stack.metadata_url) == 1
+    assert len(stack.asset_events("signalops/features")) == 1
     results = sorted((Path(stack.env["SIGNALOPS_STATE_DIR"]) / "validation").rglob("*.json"))
     assert any(json.loads(p.read_text())["success"] for p in results)
