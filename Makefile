@@ -35,8 +35,11 @@ install: $(STAMP)  ## create .venv and install pinned dependencies + signalops
 run: $(STAMP)  ## run the pipeline end-to-end on the embedded default (SQLite, local files)
 	scripts/run_pipeline.sh
 
+# Two workers (one per core; a module's tests stay on one worker, so module fixtures are
+# built once), then the tests that stop PostgreSQL, alone.
 test: $(STAMP)  ## run the whole test suite (needs PostgreSQL on :5432 and Redis on :6379)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadscope -m "not serial"
+	$(PY) -m pytest -m serial
 
 test-unit: $(STAMP)  ## unit + DAG integrity tests only (no services)
 	$(PY) -m pytest tests/unit tests/dags
@@ -62,6 +65,10 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 bench: $(STAMP)  ## run the benchmarks under bench/
 	$(PY) bench/features.py
 	$(PY) bench/retrain.py --repeats 3
+	$(PY) bench/drift.py
+	$(PY) bench/rollback.py
+	@if command -v wrk >/dev/null; then $(PY) bench/serve.py; \
+	 else echo "bench/serve.py needs wrk (apt-get install wrk): not run"; fi
 
 constraints: $(STAMP)  ## re-pin constraints.txt from the current venv
 	{ echo "# Full, transitive pin set for requirements.txt + requirements-dev.txt on Python 3.11"; \

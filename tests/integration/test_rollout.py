@@ -106,6 +106,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "SIGNALOPS_ROLLOUT__MIN_STEP_MINUTES": "0",
             "SIGNALOPS_ROLLOUT__MIN_PREDICTIONS": "50",
             "SIGNALOPS_ROLLOUT__MIN_OUTCOMES": "300",
+            # Latency is judged in the unit tests; here other tests share the CPU.
+            "SIGNALOPS_ROLLOUT__MAX_LATENCY_RATIO": "20",
             # Permissive risk limits: the guard must not turn signals into HOLDs here.
             "SIGNALOPS_SERVING__RISK__MAX_TRADES_PER_DAY": "100000000",
         }

@@ -30,7 +30,7 @@ from tests.conftest import TRAIN_SYMBOLS, copy_lake, fresh_pg_database
 from tests.sidecar_process import free_port, running_sidecar
 from tests.slack_recorder import SlackRecorder, slack_recorder
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]  # stops PostgreSQL
 
 TOKEN = "test-admin-token"
 REPO = Path(__file__).resolve().parents[2]
