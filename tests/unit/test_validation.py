@@ -224,3 +224,14 @@ def test_bad_features_are_not_published_and_a_fixed_rerun_passes(settings: Setti
     assert report["success"] and report["published_files"] > 0
     assert len(OfflineStore(settings.lake_dir).read("v1")) == again.rows
     assert not staging.exists()
+
+
+def test_a_window_without_enough_history_has_nothing_to_check(settings: Settings) -> None:
+    start, end = ORIGIN, ORIGIN + timedelta(hours=2)  # fewer bars than the warm-up
+    staged = extract_bars(settings, start, end)
+    load_bars(settings, staged.path, staged.source)
+    staging = features_staging(settings, "v1", start.isoformat(), end.isoformat())
+    built = build_features(settings, start, end, "v1", staging=staging)
+    assert built.rows == built.expected_rows == 0
+    report = gate_features(settings, built.as_dict(), "empty")
+    assert report["success"] and report["published_files"] == 0
