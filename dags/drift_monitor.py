@@ -69,7 +69,7 @@ def drift_monitor() -> None:
 
         with task_errors():
             end = parse_ts(params["end"] or data_interval_end, "end")
-            result, _, _ = run_check(load_settings(), end, params["window_hours"], params["signal"])
+            result = run_check(load_settings(), end, params["window_hours"], params["signal"])
         if result.status != "checked":
             raise AirflowSkipException(result.summary())
         summary = result.as_dict()

@@ -321,6 +321,14 @@ class ServingSettings(_Section):
             raise ValueError("serving.sell_threshold must not exceed serving.buy_threshold")
         return self
 
+    def label(self, p: float) -> str:
+        """The call a probability of "up" makes: BUY, SELL or HOLD (before the risk guard)."""
+        if p >= self.buy_threshold:
+            return "BUY"
+        if p <= self.sell_threshold:
+            return "SELL"
+        return "HOLD"
+
 
 class Settings(_Section):
     state_dir: Path = Path(".signalops")

@@ -86,5 +86,5 @@ def test_drift_monitor_calm_then_shifted(tmp_path_factory: pytest.TempPathFactor
         assert shifted_run.data.metrics["share_drifted"] == pytest.approx(shifted.share_drifted)
 
         # Too few rows in the window (no features there yet): skipped with the reason.
-        check, _, _ = run_check(settings, SHIFTED_END + timedelta(days=10))
+        check = run_check(settings, SHIFTED_END + timedelta(days=10))
         assert check.status == "skipped" and "too few to judge" in check.reason

@@ -240,11 +240,8 @@ def run_check(
     end: datetime,
     window_hours: float | None = None,
     signal: str | None = None,
-) -> tuple[DriftCheck, pd.DataFrame | None, Champion | None]:
-    """Check ``[end - window, end)`` against the champion; persist it; decide on alerting.
-
-    Returns the check, the current frame (for the report) and the champion (None: skipped).
-    """
+) -> DriftCheck:
+    """Check ``[end - window, end)`` against the champion; persist it; decide on alerting."""
     from signalops.features.definitions import LABEL_UP
     from signalops.features.offline_store import OfflineStore
     from signalops.onnx_model import load_session, predict_onnx
@@ -258,7 +255,7 @@ def run_check(
     window = (start.isoformat(), end.isoformat())
     if champion is None:
         check = DriftCheck(signal, "", *window, 0, "skipped", "no champion registered yet")
-        return check, None, None
+        return check
     names = list(champion.spec["names"])
     current = OfflineStore(settings.lake_dir).read(
         champion.spec["feature_set_version"], start=start, end=end, columns=[*names, LABEL_UP]
@@ -274,7 +271,7 @@ def run_check(
             f"only {len(current)} feature rows in {window[0]} .. {window[1]} "
             f"(drift.min_rows is {cfg.min_rows}): too few to judge, no verdict",
         )
-        return check, current, champion
+        return check
     session = load_session(champion.model_path)
     scores = predict_onnx(session, current[names].to_numpy(np.float32))
     matured = current[LABEL_UP].notna().to_numpy()
@@ -292,7 +289,7 @@ def run_check(
     )
     check.alert = persist(settings, check)
     log.info("drift: %s", check.summary())
-    return check, current, champion
+    return check
 
 
 def persist(settings: Settings, check: DriftCheck, report_path: str | None = None) -> bool:

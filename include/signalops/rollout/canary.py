@@ -38,7 +38,8 @@ from signalops.config import RolloutSettings, Settings
 from signalops.registry import Registry
 from signalops.registry import contracts as c
 from signalops.rollout.outcomes import LiveMetrics, live_metrics
-from signalops.warehouse import Warehouse, rollouts_table, to_utc_series
+from signalops.warehouse import Warehouse, rollouts_table
+from signalops.windows import parse_ts
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +250,75 @@ class Canary:
             self.registry.delete_alias(c.ALIAS_CHALLENGER)
         self._publish_weight(0.0)
 
+    def rollback(self, version: str | None = None, reason: str = "") -> dict[str, Any]:
+        """Champion back to ``previous-champion`` (or ``version``); recorded and alerted.
+
+        Returns the restored version and the time of the alias change (the sidecar serves
+        it within its poll interval)."""
+        from signalops.errors import BadInputError
+
+        aliases = self.registry.aliases()
+        current = aliases.get(c.ALIAS_CHAMPION)
+        target = version or aliases.get(c.ALIAS_PREVIOUS_CHAMPION)
+        if target is None:
+            raise BadInputError(
+                f"{self.signal}: no previous-champion to roll back to; choose a version"
+            )
+        try:
+            self.registry.version(str(target))
+        except Exception as exc:  # MLflow's "not found"
+            raise BadInputError(f"{self.signal}: no version {target!r}: {exc}") from None
+        if target == current:
+            return {"restored": target, "changed": False, "alias_changed_at": None}
+        active = self.active()
+        if active is not None:  # a running rollout judged against the old champion ends
+            active.update(status="rolling_back", reason=f"manual rollback to v{target}")
+            self._write(active, "manual rollback")
+            self._apply_rollback(active)
+            active.update(status="rolled_back", weight=0.0)
+            self._write(active, "rolled back")
+        row = self._new_row(
+            current,
+            str(target),
+            "manual",
+            reason or f"manual rollback: v{current} -> v{target}",
+            datetime.now(UTC),
+        )
+        self._write(row, "manual rollback requested")
+        if current is not None:
+            self.registry.set_alias(c.ALIAS_PREVIOUS_CHAMPION, current)
+        self.registry.set_alias(c.ALIAS_CHAMPION, str(target))
+        changed_at = datetime.now(UTC)
+        self._write(row, "champion alias moved")
+        self._alert(
+            f"signalops: {self.signal} rolled back to v{target}",
+            f"{row['reason']}. v{current} is now previous-champion.",
+            "warning",
+        )
+        return {
+            "restored": str(target),
+            "previous": current,
+            "changed": True,
+            "alias_changed_at": changed_at.isoformat(),
+        }
+
+    def _new_row(
+        self, champion: str | None, challenger: str, status: str, reason: str, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "id": str(uuid.uuid4()),
+            "signal_name": self.signal,
+            "champion_version": champion,
+            "challenger_version": challenger,
+            "step": 0,
+            "weight": self.cfg.steps[0] if status == "active" else 0.0,
+            "status": status,
+            "reason": reason,
+            "started_at": now,
+            "step_started_at": now,
+            "history": [],
+        }
+
     # -- one run -----------------------------------------------------------------------------
 
     def tick(self, now: datetime | None = None) -> dict[str, Any]:
@@ -277,19 +347,7 @@ class Canary:
             if challenger is None or challenger == champion:
                 self._publish_weight(0.0)
                 return {"action": "idle", "reason": "no challenger"}
-            row = {
-                "id": str(uuid.uuid4()),
-                "signal_name": self.signal,
-                "champion_version": champion,
-                "challenger_version": challenger,
-                "step": 0,
-                "weight": self.cfg.steps[0],
-                "status": "active",
-                "reason": "started",
-                "started_at": now,
-                "step_started_at": now,
-                "history": [],
-            }
+            row = self._new_row(champion, challenger, "active", "started", now)
             self._write(row, "started")
             self._publish_weight(row["weight"])
             self._alert(
@@ -307,20 +365,23 @@ class Canary:
         """Predictions, latency and scores of both since the step started; outcomes since
         the rollout started (they mature slowly; the challenger's shadow outcomes count)."""
         shadow = row["weight"] == 0
-        step_since, since = _utc(row["step_started_at"]), _utc(row["started_at"])
+        step_since = parse_ts(row["step_started_at"], "step_started_at")
+        since = parse_ts(row["started_at"], "started_at")
         version, old = row["challenger_version"], row["champion_version"]
         roles = ("shadow",) if shadow else ("challenger",)
+
+        def metrics(v: str, of: tuple[str, ...], start: datetime) -> LiveMetrics:
+            return live_metrics(self.settings, self.warehouse, self.signal, v, of, start, now)
+
         # The champion on the same traffic (the step's); at 100% it serves nothing at the
         # step: its latency over the rollout so far, no score comparison (earlier steps did).
-        champ_all = live_metrics(self.settings, self.signal, old, ("champion",), since, now)
-        champ = live_metrics(self.settings, self.signal, old, ("champion",), step_since, now)
+        champ_all = metrics(old, ("champion",), since)
+        champ = metrics(old, ("champion",), step_since)
         if champ.predictions == 0:
             champ = replace(champ_all, scores=np.empty(0))
         champ = _with_outcomes(champ, champ_all)
-        chall = live_metrics(self.settings, self.signal, version, roles, step_since, now)
-        chall_all = live_metrics(
-            self.settings, self.signal, version, ("shadow", "challenger"), since, now
-        )
+        chall = metrics(version, roles, step_since)
+        chall_all = metrics(version, ("shadow", "challenger"), since)
         agreement = self._agreement(row, step_since, now) if shadow else None
         return champ, _with_outcomes(chall, chall_all), agreement
 
@@ -352,21 +413,15 @@ class Canary:
             )
         )
         with self.warehouse.engine.connect() as conn:
-            pairs = np.array(conn.execute(query).fetchall(), dtype=np.float64)
-        if not len(pairs):
+            pairs = conn.execute(query).fetchall()
+        if not pairs:
             return None
-        serving = self.settings.serving
-
-        def call(p: np.ndarray) -> np.ndarray:
-            return np.where(
-                p >= serving.buy_threshold, 1, np.where(p <= serving.sell_threshold, -1, 0)
-            )
-
-        return float(np.mean(call(pairs[:, 0]) == call(pairs[:, 1])))
+        label = self.settings.serving.label
+        return float(np.mean([label(a) == label(b) for a, b in pairs]))
 
     def _judge(self, row: dict[str, Any], now: datetime) -> dict[str, Any]:
         champ, chall, agreement = self._metrics(row, now)
-        step_age = now - _utc(row["step_started_at"])
+        step_age = now - parse_ts(row["step_started_at"], "step_started_at")
         verdict = judge(self.cfg, row["weight"] == 0, champ, chall, step_age, agreement)
         if verdict.breach:
             row.update(status="rolling_back", reason=verdict.breach)
@@ -423,12 +478,6 @@ class Canary:
         return {"action": "rolled_back", "rollout": row["id"], "reason": row["reason"]}
 
 
-def _utc(value: Any) -> datetime:
-    import pandas as pd
-
-    return to_utc_series(pd.Series([value])).iloc[0].to_pydatetime()
-
-
 def _with_outcomes(step: LiveMetrics, whole: LiveMetrics) -> LiveMetrics:
     return replace(
         step,
@@ -453,65 +502,9 @@ def tick(settings: Settings, signal: str | None = None) -> dict[str, Any]:
 def rollback(
     settings: Settings, version: str | None = None, reason: str = "", signal: str | None = None
 ) -> dict[str, Any]:
-    """Champion back to ``previous-champion`` (or ``version``); recorded and alerted.
-
-    Returns the restored version and the time of the alias change (the sidecar serves it
-    within its poll interval)."""
-    from signalops.errors import BadInputError
-
+    """``Canary.rollback`` for one call (what the rollback DAG runs)."""
     canary = Canary(settings, signal)
     try:
-        registry = canary.registry
-        aliases = registry.aliases()
-        current = aliases.get(c.ALIAS_CHAMPION)
-        target = version or aliases.get(c.ALIAS_PREVIOUS_CHAMPION)
-        if target is None:
-            raise BadInputError(
-                f"{canary.signal}: no previous-champion to roll back to; choose a version"
-            )
-        try:
-            registry.version(str(target))
-        except Exception as exc:  # MLflow's "not found"
-            raise BadInputError(f"{canary.signal}: no version {target!r}: {exc}") from None
-        if target == current:
-            return {"restored": target, "changed": False, "alias_changed_at": None}
-        active = canary.active()
-        if active is not None:  # a running rollout judged against the old champion ends
-            active.update(status="rolling_back", reason=f"manual rollback to v{target}")
-            canary._write(active, "manual rollback")
-            canary._apply_rollback(active)
-            active.update(status="rolled_back", weight=0.0)
-            canary._write(active, "rolled back")
-        now = datetime.now(UTC)
-        row: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
-            "signal_name": canary.signal,
-            "champion_version": current,
-            "challenger_version": str(target),
-            "step": 0,
-            "weight": 0.0,
-            "status": "manual",
-            "reason": reason or f"manual rollback: v{current} -> v{target}",
-            "started_at": now,
-            "step_started_at": now,
-            "history": [],
-        }
-        canary._write(row, "manual rollback requested")
-        if current is not None:
-            registry.set_alias(c.ALIAS_PREVIOUS_CHAMPION, current)
-        registry.set_alias(c.ALIAS_CHAMPION, str(target))
-        changed_at = datetime.now(UTC)
-        canary._write(row, "champion alias moved")
-        canary._alert(
-            f"signalops: {canary.signal} rolled back to v{target}",
-            f"{row['reason']}. v{current} is now previous-champion.",
-            "warning",
-        )
-        return {
-            "restored": str(target),
-            "previous": current,
-            "changed": True,
-            "alias_changed_at": changed_at.isoformat(),
-        }
+        return canary.rollback(version, reason)
     finally:
         canary.close()

@@ -132,6 +132,7 @@ class LiveMetrics:
 
 def live_metrics(
     settings: Settings,
+    warehouse: Warehouse,
     signal: str,
     version: str,
     roles: tuple[str, ...],
@@ -143,27 +144,25 @@ def live_metrics(
     p, o = predictions_table, outcomes_table
     until = until or datetime.now(UTC)
     cost = settings.evaluation.cost_bps / 10_000
-    with Warehouse(settings.warehouse_url) as warehouse:
-        warehouse.create_all()
-        with warehouse.engine.connect() as conn:
-            pred = conn.execute(
-                sa.select(p.c.probability, p.c.latency_ms).where(
-                    p.c.signal_name == signal,
-                    p.c.model_version == version,
-                    p.c.role.in_(roles),
-                    p.c.ts >= since,
-                    p.c.ts < until,
-                )
-            ).fetchall()
-            out = conn.execute(
-                sa.select(o.c.probability, o.c.signal, o.c.label_up, o.c.label_return).where(
-                    o.c.signal_name == signal,
-                    o.c.model_version == version,
-                    o.c.role.in_(roles),
-                    o.c.ts >= since,
-                    o.c.ts < until,
-                )
-            ).fetchall()
+    with warehouse.engine.connect() as conn:
+        pred = conn.execute(
+            sa.select(p.c.probability, p.c.latency_ms).where(
+                p.c.signal_name == signal,
+                p.c.model_version == version,
+                p.c.role.in_(roles),
+                p.c.ts >= since,
+                p.c.ts < until,
+            )
+        ).fetchall()
+        out = conn.execute(
+            sa.select(o.c.probability, o.c.signal, o.c.label_up, o.c.label_return).where(
+                o.c.signal_name == signal,
+                o.c.model_version == version,
+                o.c.role.in_(roles),
+                o.c.ts >= since,
+                o.c.ts < until,
+            )
+        ).fetchall()
     scores = np.array([r[0] for r in pred], dtype=np.float64)
     latency = np.array([r[1] for r in pred], dtype=np.float64)
     probs = np.array([r[0] for r in out], dtype=np.float64)

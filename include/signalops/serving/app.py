@@ -415,11 +415,7 @@ class Sidecar:
         return final, decisions
 
     def label(self, p: float) -> str:
-        if p >= self.cfg.buy_threshold:
-            return "BUY"
-        if p <= self.cfg.sell_threshold:
-            return "SELL"
-        return "HOLD"
+        return self.cfg.label(p)
 
     def log_rows(
         self,
