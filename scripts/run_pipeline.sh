@@ -39,41 +39,58 @@ step "Airflow metadata database (SQLite under $AIRFLOW_HOME)"
 airflow db migrate >"$LOG_DIR/db_migrate.log" 2>&1 || { tail -20 "$LOG_DIR/db_migrate.log"; exit 1; }
 echo "    ok"
 
-step "1/12 market_data: collect history $HISTORY_START .. $HISTORY_END"
+step "1/13 market_data: collect history $HISTORY_START .. $HISTORY_END"
 dag_test market_data "$HISTORY_END" "{\"start\": \"$HISTORY_START\", \"end\": \"$HISTORY_END\"}"
 
-step "2/12 features: feature set over the history (offline Parquet + online store)"
+step "2/13 features: feature set over the history (offline Parquet + online store)"
 dag_test features "$HISTORY_END" "{\"start\": \"$HISTORY_START\", \"end\": \"$HISTORY_END\"}"
 
-step "3/12 market_data: the scheduled hourly interval ending $NEXT_HOUR"
+step "3/13 market_data: the scheduled hourly interval ending $NEXT_HOUR"
 dag_test market_data "$NEXT_HOUR"
 
-step "4/12 features: the new hour (what the signalops/bars Asset event triggers)"
+step "4/13 features: the new hour (what the signalops/bars Asset event triggers)"
 dag_test features "$NEXT_HOUR" "{\"start\": \"$HISTORY_END\", \"end\": \"$NEXT_HOUR\"}"
 
-step "5/12 features: backfill feature set v2 over the whole history in one run"
+step "5/13 features: backfill feature set v2 over the whole history in one run"
 dag_test features "$NEXT_HOUR" "{\"feature_set_version\": \"v2\", \"start\": \"$HISTORY_START\", \"end\": \"$NEXT_HOUR\"}"
 
-step "6/12 retrain: first model on feature set v1 (no champion yet: the gate decides)"
+step "6/13 retrain: first model on feature set v1 (no champion yet: the gate decides)"
 dag_test retrain "$NEXT_HOUR" '{"feature_set_version": "v1"}'
 
-step "7/12 retrain: a v2 challenger, judged against the v1 champion on the same holdout"
+step "7/13 retrain: a v2 challenger, judged against the v1 champion on the same holdout"
 dag_test retrain "$NEXT_HOUR" '{"feature_set_version": "v2"}'
 
-step "8/12 drift_monitor: the champion's reference profile vs the last 24 h of features"
+step "8/13 drift_monitor: the champion's reference profile vs the last day of bars (drift.window_bars, 288)"
 dag_test drift_monitor "$NEXT_HOUR"
 
-step "9/12 canary: the v2 challenger's rollout starts (shadow step: weight 0)"
+step "9/13 canary: the v2 challenger's rollout starts (shadow step: weight 0)"
 dag_test canary "$NEXT_HOUR"
 
-step "10/12 serving sidecar: the registry's champion as ONNX (native, MLflow and V2 protocols)"
+step "10/13 serving sidecar: the registry's champion as ONNX (native, MLflow and V2 protocols)"
 python scripts/sidecar_demo.py
 
-step "11/12 outcomes: label the logged predictions whose horizon has matured"
+step "11/13 outcomes: label the logged predictions whose horizon has matured"
 dag_test outcomes "$NEXT_HOUR"
 
-step "12/12 rollback (manual DAG): champion to v1 (already the champion: nothing to move)"
+step "12/13 rollback (manual DAG): champion to v1 (already the champion: nothing to move)"
 dag_test rollback "$NEXT_HOUR" '{"version": "1", "reason": "make run demo"}'
+
+step "13/13 real daily market data (GOOG 2004-2013, shipped by the backtesting package), only four settings"
+# Its own state directory: source csv, the file, the symbol, daily bars; every other
+# setting follows the bar size (weekday calendar, feature set d1, horizon 5 bars, ...).
+GOOG_CSV=$(python -c 'import backtesting, pathlib; print(pathlib.Path(backtesting.__file__).parent / "test" / "GOOG.csv")')
+(
+  export SIGNALOPS_STATE_DIR="$SIGNALOPS_STATE_DIR/real-goog-daily" SIGNALOPS_MARKET__SOURCE=csv \
+    SIGNALOPS_MARKET__PATH="$GOOG_CSV" SIGNALOPS_MARKET__SYMBOLS=GOOG SIGNALOPS_MARKET__BAR_MINUTES=1440
+  log="$LOG_DIR/real_goog_daily.log"
+  for cmd in "collect --start 2004-01-01 --end 2014-01-01" "features --start 2004-01-01 --end 2014-01-01" "retrain --run-key goog-daily"; do
+    rc=0
+    python -m signalops.cli $cmd >>"$log" 2>&1 || rc=$?
+    [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || { tail -20 "$log"; echo "FAILED: signalops $cmd (log: $log)" >&2; exit 1; }
+  done
+  grep -E '^\{"rows"|"offline"|^(assemble|train|export|evaluate|register|reject): |retrain: skipped' "$log" \
+    | sed -E 's/"validation".*//; s/^/    /' | cut -c1-240
+)
 
 step "What the pipeline holds now"
 python -m signalops.cli summary

@@ -3,6 +3,10 @@
 python -m signalops.cli collect --start 2026-09-01 --end 2026-09-02
 python -m signalops.cli features --start 2026-09-01 --end 2026-09-02 [--version v2]
 python -m signalops.cli summary
+
+Exit codes: 0 done; 2 bad input or data (the message says what and where); 3 skipped,
+nothing to do, as the DAG's task ends ``skipped`` (retrain: too little data, or this exact
+data was already trained on).
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from signalops.config import ConfigError, Settings, load_settings
+
+EXIT_BAD_INPUT = 2
+EXIT_SKIPPED = 3
 
 
 def _summary(settings: Settings) -> dict[str, Any]:
@@ -197,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
     from signalops.windows import resolve_window
 
@@ -213,8 +220,15 @@ def main(argv: list[str] | None = None) -> int:
             "feature_set_version": args.version,
             "force": args.force,
         }
+        from signalops.training.dataset import InsufficientDataError
+        from signalops.training.retrain import AlreadyTrained
+
         run_key = args.run_key or f"cli__{datetime.now(UTC):%Y%m%dT%H%M%S}"
-        results = run_all(settings, plan_request(settings, params, run_key))
+        try:
+            results = run_all(settings, plan_request(settings, params, run_key))
+        except (InsufficientDataError, AlreadyTrained) as exc:
+            print(f"retrain: skipped: {exc}")
+            return EXIT_SKIPPED
         for step, result in results.items():
             print(f"{step}: {result.summary}")
         return 0
@@ -255,7 +269,7 @@ def run(argv: list[str] | None = None) -> int:
         return main(argv)
     except BadInputError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from signalops.calendar import CALENDARS, CalendarKind, MarketCalendar, parse_hhmm
 from signalops.errors import BadInputError
 
 ENV_PREFIX = "SIGNALOPS_"
@@ -60,6 +61,13 @@ class MarketSettings(_Section):
     source: Literal["synthetic", "csv", "parquet", "postgres"] = "synthetic"
     symbols: tuple[str, ...] = ("BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD", "XRP-USD")
     bar_minutes: int = Field(5, gt=0, le=1440)
+    calendar: CalendarKind = Field(
+        description=f"which bar slots the market fills: one of {CALENDARS} (bar-size default)"
+    )
+    timezone: str = Field("UTC", description="weekdays/sessions: the exchange's time zone")
+    session: tuple[str, str] | None = Field(
+        None, description='sessions: ["HH:MM", "HH:MM"] local open and close, Monday..Friday'
+    )
     path: str | None = Field(None, description="csv/parquet: a file, a directory or a glob")
     postgres_url: str | None = None
     postgres_table: str | None = None
@@ -99,21 +107,55 @@ class MarketSettings(_Section):
                 )
         return self
 
+    @field_validator("session", mode="before")
+    @classmethod
+    def _split_session(cls, value: Any) -> Any:
+        return tuple(v.strip() for v in value.split(",")) if isinstance(value, str) else value
+
+    @field_validator("session")
+    @classmethod
+    def _session(cls, value: tuple[str, str] | None) -> tuple[str, str] | None:
+        if value is not None:
+            first, last = (parse_hhmm(v, "market.session") for v in value)
+            if first >= last:
+                raise ValueError(f"market.session opens at {value[0]}, after it closes")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
     @property
     def bar(self) -> timedelta:
         return timedelta(minutes=self.bar_minutes)
 
+    @property
+    def market_calendar(self) -> MarketCalendar:
+        session = (
+            (parse_hhmm(self.session[0], "session"), parse_hhmm(self.session[1], "session"))
+            if self.session
+            else None
+        )
+        return MarketCalendar(self.calendar, self.bar, self.timezone, session)
+
 
 class FeatureSettings(_Section):
-    feature_set_version: str = "v1"
-    horizon_bars: int = Field(12, gt=0, description="label: direction of the return over H bars")
+    feature_set_version: str = Field(description="feature set (bar-size default)")
+    horizon_bars: int = Field(gt=0, description="label: direction of the return over H bars")
 
 
 class ValidationSettings(_Section):
     """The Great Expectations gate on bars (after collection) and features (after compute)."""
 
     max_gap_bars: int = Field(
-        864, gt=0, description="longest allowed step between a symbol's bars (default 3 days)"
+        gt=0, description="most expected bars (on the market calendar) missing in a row"
     )
     max_null_share: float = Field(
         0.0, ge=0, lt=1, description="share of null values a feature column may have"
@@ -123,8 +165,8 @@ class ValidationSettings(_Section):
 class DriftSettings(_Section):
     """The hourly drift monitor. Severity rests on effect sizes, never on p-values alone."""
 
-    window_hours: float = Field(24.0, gt=0, description="current window: the last N hours")
-    min_rows: int = Field(200, gt=0, description="fewer current rows: the check is skipped")
+    window_bars: int = Field(gt=0, description="current window: the last N bars of each symbol")
+    min_rows: int = Field(gt=0, description="fewer current rows: the check is skipped")
     method: Literal["psi", "ks", "wasserstein"] = Field(
         "psi", description="what flags a feature as drifted"
     )
@@ -139,10 +181,24 @@ class DriftSettings(_Section):
     share_high: float = Field(0.5, gt=0, le=1, description="drifted share: high")
     accuracy_drop_medium: float = Field(0.05, gt=0, le=1)
     accuracy_drop_high: float = Field(0.10, gt=0, le=1)
-    min_outcomes: int = Field(100, gt=0, description="matured labels needed for label drift")
+    min_outcomes: int = Field(gt=0, description="matured labels needed for label drift")
     report_sample_rows: int = Field(5_000, gt=0, description="rows of each side in Evidently")
     realert_hours: float = Field(
         24.0, gt=0, description="the same (or lower) severity alerts again only after this"
+    )
+    # Calibration (README, "Drift: how severity is calibrated"): the first two are used when
+    # retrain builds the reference profile, the last one also at check time.
+    null_quantile: float = Field(
+        0.99, gt=0.5, lt=1, description="critical value: this quantile of reference windows"
+    )
+    null_blocks: int = Field(
+        200, ge=50, le=5000, description="reference windows drawn per window size"
+    )
+    significance: float = Field(
+        0.005,
+        gt=0,
+        lt=0.5,
+        description="level of each overall test: drifted-feature count, score PSI, accuracy",
     )
 
 
@@ -204,8 +260,8 @@ class XGBoostParams(_Section):
 
 
 class TrainingSettings(_Section):
-    window_days: int = Field(30, gt=0, description="training window ending at the run's end")
-    min_rows: int = Field(5000, gt=0, description="refuse to train on fewer labeled rows")
+    window_days: int = Field(gt=0, description="training window ending at the run's end")
+    min_rows: int = Field(gt=0, description="refuse to train on fewer labeled rows")
     holdout_fraction: float = Field(0.2, gt=0, lt=0.5, description="out-of-time holdout share")
     cv_folds: int = Field(4, ge=2, le=20)
     seed: int = 42
@@ -216,18 +272,45 @@ class TrainingSettings(_Section):
 
 
 class EvaluationSettings(_Section):
+    """The holdout report and the promotion gate (rules: ``signalops.evaluation.gate.RULES``)."""
+
     primary_metric: Literal["roc_auc", "log_loss", "accuracy", "brier"] = "roc_auc"
-    tolerance: float = Field(
-        0.005, ge=0, description="allowed loss vs champion on the primary metric"
+    non_inferiority_margin: float = Field(
+        0.01,
+        ge=0,
+        description="loss vs the champion on the primary metric (its units, e.g. 0.01 AUC) "
+        "that counts as material: rejected only when the whole paired-bootstrap CI of "
+        "challenger - champion lies below -margin",
+    )
+    baseline_margin: float = Field(
+        0.0,
+        ge=0,
+        description="how far the challenger may trail the naive baseline (primary metric and "
+        "log loss, in their units); 0: it must beat it",
     )
     bootstrap_samples: int = Field(500, ge=50)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     min_roc_auc: float = Field(0.52, ge=0, le=1)
     max_log_loss: float = Field(0.70, gt=0)
+    min_sharpe: float = Field(
+        0.0, description="the holdout backtest's annualized Sharpe after costs must exceed this"
+    )
     strategy: Literal["long_short", "long_flat"] = "long_short"
     threshold: float = Field(0.5, gt=0, lt=1)
     cost_bps: float = Field(1.0, ge=0, description="cost per unit of position change, basis points")
     first_model_becomes_champion: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        # The old champion rule (lower CI end >= -tolerance) failed any small holdout; its
+        # setting is gone rather than silently reinterpreted.
+        if isinstance(data, Mapping) and "tolerance" in data:
+            raise ValueError(
+                "evaluation.tolerance was replaced by evaluation.non_inferiority_margin "
+                "(a challenger is rejected only when the whole CI lies below -margin)"
+            )
+        return data
 
 
 class MlflowSettings(_Section):
@@ -289,7 +372,7 @@ class ServingSettings(_Section):
     poll_interval_s: float = Field(5.0, gt=0, description="how often aliases are polled")
     max_body_bytes: int = Field(1_048_576, gt=0)
     max_batch_rows: int = Field(1_000, gt=0)
-    max_feature_age_s: float = Field(900.0, gt=0, description="online features older: 422")
+    max_feature_age_s: float = Field(gt=0, description="online features older: 422")
     feature_cache_ttl_s: float = Field(1.0, ge=0, description="in-process online-feature cache")
     buy_threshold: float = Field(0.55, gt=0, lt=1)
     sell_threshold: float = Field(0.45, gt=0, lt=1)
@@ -330,21 +413,109 @@ class ServingSettings(_Section):
         return "HOLD"
 
 
+def bar_defaults(bar_minutes: int) -> dict[str, dict[str, Any]]:
+    """The settings that depend on the bar size, by section: the one place they are derived.
+
+    Three rows (README, "Defaults by bar size"): intraday bars (< 60 min), hourly bars
+    (60 min to < 1 day) and daily bars. Counts are in bars of the series; the intraday and
+    hourly rows scale with the bar so that each keeps the same span of time.
+    """
+    if bar_minutes >= 1440:
+        return {
+            "market": {"calendar": "weekdays"},
+            "features": {"feature_set_version": "d1", "horizon_bars": 5},  # a week
+            "training": {"window_days": 3650, "min_rows": 500},  # ten years
+            "drift": {"window_bars": 63, "min_rows": 40, "min_outcomes": 40},  # a quarter
+            "validation": {"max_gap_bars": 10},  # two weeks of sessions
+            "serving": {"max_feature_age_s": 4 * 86400.0},  # Friday's bar on a long weekend
+        }
+    if bar_minutes >= 60:
+        return {
+            "market": {"calendar": "always"},
+            "features": {"feature_set_version": "v1", "horizon_bars": max(1, 360 // bar_minutes)},
+            "training": {"window_days": 365, "min_rows": 2000},
+            "drift": {
+                "window_bars": max(1, 7200 // bar_minutes),  # five days around the clock
+                "min_rows": 60,
+                "min_outcomes": 60,
+            },
+            "validation": {"max_gap_bars": max(1, 5760 // bar_minutes)},  # four days
+            "serving": {"max_feature_age_s": 3 * 86400.0},  # Friday's bar on Sunday night
+        }
+    return {
+        "market": {"calendar": "always"},
+        "features": {
+            "feature_set_version": "v1",
+            "horizon_bars": max(1, round(60 / bar_minutes)),  # an hour
+        },
+        "training": {"window_days": 30, "min_rows": 5000},
+        "drift": {
+            "window_bars": max(1, round(1440 / bar_minutes)),  # a day
+            "min_rows": 200,
+            "min_outcomes": 100,
+        },
+        "validation": {"max_gap_bars": max(1, round(4320 / bar_minutes))},  # three days
+        "serving": {"max_feature_age_s": 3 * 60.0 * bar_minutes},  # three bars
+    }
+
+
 class Settings(_Section):
     state_dir: Path = Path(".signalops")
     signal_name: str = "direction_1h"
-    market: MarketSettings = MarketSettings()
-    features: FeatureSettings = FeatureSettings()
+    # Sections with bar-size dependent settings are filled by _bar_defaults (no default here).
+    market: MarketSettings
+    features: FeatureSettings
     warehouse: WarehouseSettings = WarehouseSettings()
-    validation: ValidationSettings = ValidationSettings()
-    drift: DriftSettings = DriftSettings()
+    validation: ValidationSettings
+    drift: DriftSettings
     rollout: RolloutSettings = RolloutSettings()
     online_store: OnlineStoreSettings = OnlineStoreSettings()
     mlflow: MlflowSettings = MlflowSettings()
-    training: TrainingSettings = TrainingSettings()
+    training: TrainingSettings
     evaluation: EvaluationSettings = EvaluationSettings()
     alerts: AlertSettings = AlertSettings()
-    serving: ServingSettings = ServingSettings()
+    serving: ServingSettings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bar_defaults(cls, data: Any) -> Any:
+        """Settings not given explicitly take the bar size's default (``bar_defaults``)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        market = data.get("market") or {}
+        bar_minutes = (
+            market.bar_minutes
+            if isinstance(market, MarketSettings)
+            else market.get("bar_minutes", MarketSettings.model_fields["bar_minutes"].default)
+        )
+        try:
+            bar_minutes = int(bar_minutes)
+        except (TypeError, ValueError):
+            bar_minutes = 0
+        if not 0 < bar_minutes <= 1440:
+            bar_minutes = MarketSettings.model_fields["bar_minutes"].default
+            # the market section's own validation names the bad value
+        for section, values in bar_defaults(bar_minutes).items():
+            given = data.get(section)
+            if isinstance(given, BaseModel):
+                continue
+            data[section] = {**values, **(given or {})}
+        return data
+
+    @model_validator(mode="after")
+    def _feature_set_fits_bars(self) -> Settings:
+        from signalops.features.definitions import FEATURE_SETS
+
+        feature_set = FEATURE_SETS.get(self.features.feature_set_version)
+        if feature_set is not None and not feature_set.applies_to(self.market.bar_minutes):
+            raise ValueError(
+                f"features.feature_set_version {feature_set.version!r} is for "
+                f"{feature_set.bar_sizes}, not {self.market.bar_minutes}-minute bars; "
+                f"feature sets for this bar size: "
+                f"{[v for v, f in FEATURE_SETS.items() if f.applies_to(self.market.bar_minutes)]}"
+            )
+        return self
 
     @property
     def warehouse_url(self) -> str:

@@ -65,17 +65,20 @@ predictions_table = sa.Table(
     sa.Column("latency_ms", sa.Float(53), nullable=False),
 )
 
-# The drift monitor's checks: one row per (signal, model version, window end), rewritten
-# when the same window is checked again, plus one row per feature.
+# The drift monitor's checks: one row per (signal, model version, window start, window
+# end), rewritten when the same window is checked again (windows of different lengths that
+# end together are different rows), plus one row per feature.
 drift_checks_table = sa.Table(
     "drift_checks",
     metadata,
     sa.Column("signal_name", sa.String(128), primary_key=True),
     sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("window_start", sa.DateTime(timezone=True), primary_key=True),
     sa.Column("window_end", sa.DateTime(timezone=True), primary_key=True),
-    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_bars", sa.Integer, nullable=True),
     sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("calibrated", sa.Boolean, nullable=True),  # severity from null critical values
     sa.Column("severity", sa.String(8), nullable=False),  # none | low | medium | high
     sa.Column("share_drifted", sa.Float(53), nullable=False),
     sa.Column("prediction_psi", sa.Float(53), nullable=True),
@@ -93,12 +96,17 @@ drift_features_table = sa.Table(
     metadata,
     sa.Column("signal_name", sa.String(128), primary_key=True),
     sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("window_start", sa.DateTime(timezone=True), primary_key=True),
     sa.Column("window_end", sa.DateTime(timezone=True), primary_key=True),
     sa.Column("feature", sa.String(128), primary_key=True),
     sa.Column("psi", sa.Float(53), nullable=False),
     sa.Column("ks_statistic", sa.Float(53), nullable=False),
     sa.Column("ks_p_value", sa.Float(53), nullable=False),
     sa.Column("wasserstein", sa.Float(53), nullable=False),
+    # the null critical values at the window's size (none: an uncalibrated profile)
+    sa.Column("psi_critical", sa.Float(53), nullable=True),
+    sa.Column("ks_critical", sa.Float(53), nullable=True),
+    sa.Column("wasserstein_critical", sa.Float(53), nullable=True),
     sa.Column("severity", sa.String(16), nullable=False),  # none | moderate | significant
     sa.Column("drifted", sa.Boolean, nullable=False),
 )
@@ -267,6 +275,61 @@ class Warehouse:
         for c in NUMERIC_COLUMNS:
             frame[c] = frame[c].astype("float64")
         return frame
+
+    def read_bars_around(
+        self, symbols: list[str], start: datetime, end: datetime, before: int, after: int
+    ) -> pd.DataFrame:
+        """Each symbol's bars in ``[start, end)`` plus its ``before`` bars before ``start``
+        and its ``after`` bars from ``end`` on: lookbacks counted in bars of the series,
+        whatever the calendar (weekends, holidays, sessions) puts between them."""
+        t = bars_table
+        frames = []
+        with self.engine.connect() as conn:
+            for symbol in symbols:
+                lower = _utc(start)
+                if before > 0:
+                    first = conn.execute(
+                        sa.select(t.c.ts)
+                        .where(t.c.symbol == symbol, t.c.ts < _utc(start))
+                        .order_by(t.c.ts.desc())
+                        .limit(before)
+                    ).all()
+                    if first:
+                        lower = _utc(to_utc_series(pd.Series([first[-1][0]])).iloc[0])
+                upper, inclusive = _utc(end), False
+                if after > 0:
+                    last = conn.execute(
+                        sa.select(t.c.ts)
+                        .where(t.c.symbol == symbol, t.c.ts >= _utc(end))
+                        .order_by(t.c.ts)
+                        .limit(after)
+                    ).all()
+                    if last:
+                        upper = _utc(to_utc_series(pd.Series([last[-1][0]])).iloc[0])
+                        inclusive = True
+                frames.append(self._read_bars(conn, [symbol], lower, upper, inclusive=inclusive))
+        frames = [f for f in frames if not f.empty]
+        return pd.concat(frames, ignore_index=True) if frames else empty_bars()
+
+    def bars_before(self, symbols: list[str], before: datetime, count: int) -> dict[str, Any]:
+        """Per symbol: how many bars precede ``before`` (up to ``count``) and the first bar's ts."""
+        t = bars_table
+        out: dict[str, Any] = {}
+        with self.engine.connect() as conn:
+            for symbol in symbols:
+                n = conn.execute(
+                    sa.select(sa.func.count()).where(t.c.symbol == symbol, t.c.ts < _utc(before))
+                ).scalar()
+                first = conn.execute(
+                    sa.select(sa.func.min(t.c.ts)).where(t.c.symbol == symbol)
+                ).scalar()
+                out[symbol] = {
+                    "bars": int(n or 0),
+                    "first_ts": None
+                    if first is None
+                    else to_utc_series(pd.Series([first])).iloc[0].isoformat(),
+                }
+        return out
 
     def bar_stats(self) -> pd.DataFrame:
         """Per symbol: number of bars, first and last ts."""

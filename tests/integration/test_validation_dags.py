@@ -51,7 +51,7 @@ def test_gate_blocks_bad_bars_and_bad_features_then_a_fixed_rerun_passes(
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "suite bars (v1)" in out and "expect_column_values_to_be_between" in out
-    assert "ts_step_s" in out and "AAA" in out
+    assert "missing_bars" in out and "AAA" in out
     assert "data docs:" in out
     assert "up_for_retry" not in out  # bad data is not retried
     assert stack.counts()["bars"] == 0  # nothing loaded

@@ -94,3 +94,57 @@ def test_missing_or_malformed_file(tmp_path: Path) -> None:
     broken.write_text("market: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(env={"SIGNALOPS_CONFIG": str(broken)})
+
+
+BAR_TABLE = {
+    # bar minutes: (horizon, feature set, calendar, training window days / min rows,
+    #               drift window bars / min rows / min outcomes, max gap bars)
+    5: (12, "v1", "always", 30, 5000, 288, 200, 100, 864, 900),
+    60: (6, "v1", "always", 365, 2000, 120, 60, 60, 96, 3 * 86400),
+    1440: (5, "d1", "weekdays", 3650, 500, 63, 40, 40, 10, 4 * 86400),
+}
+
+
+@pytest.mark.parametrize("minutes", sorted(BAR_TABLE))
+def test_bar_size_defaults_come_from_one_table(minutes: int) -> None:
+    s = load_settings(env={"SIGNALOPS_MARKET__BAR_MINUTES": str(minutes)})
+    got = (
+        s.features.horizon_bars,
+        s.features.feature_set_version,
+        s.market.calendar,
+        s.training.window_days,
+        s.training.min_rows,
+        s.drift.window_bars,
+        s.drift.min_rows,
+        s.drift.min_outcomes,
+        s.validation.max_gap_bars,
+        s.serving.max_feature_age_s,
+    )
+    assert got == BAR_TABLE[minutes]
+
+
+def test_explicit_settings_win_over_bar_size_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "signalops.yaml"
+    config.write_text("market:\n  bar_minutes: 1440\ndrift:\n  window_bars: 250\n")
+    s = load_settings(env={"SIGNALOPS_CONFIG": str(config), "SIGNALOPS_TRAINING__MIN_ROWS": "100"})
+    assert (s.drift.window_bars, s.training.min_rows) == (250, 100)
+    assert s.drift.min_rows == 40 and s.features.horizon_bars == 5  # the rest: daily row
+
+
+def test_a_feature_set_for_other_bars_is_refused_naming_the_fitting_ones() -> None:
+    with pytest.raises(ConfigError, match=r"'v1' is for 1- to 1439-minute bars.*\['d1'\]"):
+        load_settings(
+            env={
+                "SIGNALOPS_MARKET__BAR_MINUTES": "1440",
+                "SIGNALOPS_FEATURES__FEATURE_SET_VERSION": "v1",
+            }
+        )
+
+
+def test_market_calendar_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"market\.calendar"):
+        load_settings(env={"SIGNALOPS_MARKET__CALENDAR": "lunar"})
+    with pytest.raises(ConfigError, match="unknown time zone"):
+        load_settings(env={"SIGNALOPS_MARKET__TIMEZONE": "Mars/Olympus"})
+    with pytest.raises(ConfigError, match="opens at 16:00, after it closes"):
+        load_settings(env={"SIGNALOPS_MARKET__SESSION": "16:00,09:30"})

@@ -12,11 +12,12 @@ from signalops.features.compute import compute_features
 from signalops.features.definitions import LABEL_UP, get_feature_set
 from signalops.features.offline_store import OfflineStore
 from signalops.features.online_store import SqlOnlineStore
-from signalops.features.pipeline import build_features, publish_online
+from signalops.features.pipeline import NoFeatureRowsError, build_features, publish_online
 from signalops.warehouse import Warehouse
 from tests.conftest import ORIGIN, make_settings
 
 V1 = get_feature_set("v1")
+DAY = timedelta(days=1)
 
 
 @pytest.fixture
@@ -97,7 +98,7 @@ def test_hourly_runs_equal_one_backfill(tmp_path, synthetic) -> None:
     _load(backfill, bars)
     build_features(backfill, ORIGIN, end)
 
-    t = ORIGIN + timedelta(days=1)
+    t = ORIGIN + timedelta(days=2)  # one day (288 bars) is less than the 400-bar warm-up
     _load(hourly, bars[bars.ts < pd.Timestamp(t)])
     build_features(hourly, ORIGIN, t)
     while t < end:  # bars arrive hour by hour, each followed by its features run
@@ -110,6 +111,39 @@ def test_hourly_runs_equal_one_backfill(tmp_path, synthetic) -> None:
     assert len(a) > 0
     pd.testing.assert_frame_equal(a, b)
     assert a[LABEL_UP].isna().sum() == 2 * 12  # only the newest H bars per symbol wait for a label
+
+
+def test_no_rows_from_existing_bars_is_an_error_naming_cause_and_fix(tmp_path, synthetic) -> None:
+    settings = make_settings(tmp_path, SIGNALOPS_MARKET__SYMBOLS="AAA,BBB")
+    _load(settings, synthetic.fetch(ORIGIN, ORIGIN + timedelta(days=1)))
+    with pytest.raises(NoFeatureRowsError) as caught:
+        build_features(settings, ORIGIN, ORIGIN + timedelta(days=1))
+    message = str(caught.value)
+    assert "0 rows from 576 bars" in message and "400 earlier bars" in message
+    assert "AAA has 0 bars before 2026-01-01" in message and "collect" in message
+
+
+def test_daily_bars_count_lookbacks_in_bars_not_days(tmp_path) -> None:
+    """Weekday bars: every bar with 251 earlier bars gets a row, weekends or not."""
+    settings = make_settings(
+        tmp_path, SIGNALOPS_MARKET__SYMBOLS="AAA", SIGNALOPS_MARKET__BAR_MINUTES="1440"
+    )
+    d1 = get_feature_set(settings.features.feature_set_version)
+    days = pd.bdate_range("2020-01-01", periods=d1.warmup + 60, tz="UTC")
+    close = 100 * pd.Series(range(len(days))).mul(0.001).add(1).to_numpy()
+    bars = pd.DataFrame(
+        {"symbol": "AAA", "ts": days, "open": close, "high": close * 1.01, "low": close * 0.99}
+    ).assign(close=close * 1.001, volume=1e6 + 1e4 * (pd.Series(range(len(days))) % 7))
+    _load(settings, bars)
+    built = build_features(settings, days[0].to_pydatetime(), days[-1].to_pydatetime() + DAY)
+    assert built.rows == built.expected_rows == 60 and built.bars == len(days)
+    rows = OfflineStore(settings.lake_dir).read(d1.version)
+    assert list(rows["ts"]) == list(days[d1.warmup :])
+    assert rows[LABEL_UP].isna().sum() == settings.features.horizon_bars
+    # one more bar, one incremental run: the same rows as a backfill of everything
+    again = build_features(settings, days[-3].to_pydatetime(), days[-1].to_pydatetime() + DAY)
+    assert again.rows >= 3
+    pd.testing.assert_frame_equal(OfflineStore(settings.lake_dir).read(d1.version), rows)
 
 
 def test_rerun_and_new_version_backfill(settings: Settings, synthetic) -> None:

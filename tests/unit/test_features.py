@@ -26,7 +26,7 @@ V1 = get_feature_set("v1")
 
 def test_feature_sets_are_declared_once_and_complete() -> None:
     for fs in FEATURE_SETS.values():
-        assert len(fs.features) >= 20
+        assert len(fs.features) >= 15
         assert len(set(fs.names)) == len(fs.names)
         for f in fs.features:
             assert f.description and f.lower < f.upper and f.lookback >= 1 and f.dtype == "float64"
@@ -35,6 +35,17 @@ def test_feature_sets_are_declared_once_and_complete() -> None:
     assert set(get_feature_set("v1").names) < set(get_feature_set("v2").names)
     with pytest.raises(UnknownFeatureSetError, match="known"):
         get_feature_set("v9")
+
+
+def test_feature_sets_say_which_bar_sizes_they_fit() -> None:
+    daily = [fs for fs in FEATURE_SETS.values() if fs.applies_to(1440)]
+    assert [fs.version for fs in daily] == ["d1"]
+    for fs in daily:  # time of day is constant on daily bars: never in a daily set
+        assert not any(f.intraday for f in fs.features)
+    assert {f.name for f in V1.features if f.intraday} == {"hour_sin", "hour_cos"}
+    assert V1.applies_to(5) and V1.applies_to(60) and not V1.applies_to(1440)
+    with pytest.raises(ValueError, match="intraday features"):
+        dataclasses.replace(V1, version="x", bar_minutes=(1, 1440))
 
 
 def test_output_shape_and_no_nan(bars: pd.DataFrame) -> None:

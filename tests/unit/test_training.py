@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from signalops.config import Settings
 from signalops.training.dataset import (
+    Dataset,
     InsufficientDataError,
     assemble_dataset,
     holdout_split,
@@ -65,16 +68,16 @@ def test_holdout_labels_never_reach_training(lake_settings: Settings) -> None:
     """Rewrite every holdout label (and feature): the trained model must not change at all."""
     ds = assemble_dataset(lake_settings, TRAIN_START, TRAIN_END)
     cfg, params = lake_settings.training, lake_settings.training.xgboost
-    split = holdout_split(ds.ts, cfg.holdout_fraction, ds.purge)
+    split = holdout_split(ds.ts, cfg.holdout_fraction, ds.label_end)
     # The purge gap: no training row's label window reaches the holdout.
-    assert (ds.ts[split.train] + ds.purge < ds.ts[split.valid].min()).all()
+    assert (ds.label_end[split.train] < ds.ts[split.valid].min()).all()
     tampered = ds.frame.copy()
     rows = tampered.index[split.valid]
     tampered.loc[rows, "label_up"] = 1.0 - tampered.loc[rows, "label_up"]
     tampered.loc[rows, ds.feature_names] = 0.0
     # Rows in the purge gap carry labels that look into the holdout: tamper them too.
     gap = tampered.index[
-        (ds.ts + ds.purge >= ds.ts[split.valid].min()) & (ds.ts < ds.ts[split.valid].min())
+        (ds.label_end >= ds.ts[split.valid].min()) & (ds.ts < ds.ts[split.valid].min())
     ]
     assert len(gap) > 0
     tampered.loc[gap, "label_up"] = 1.0 - tampered.loc[gap, "label_up"]
@@ -126,3 +129,16 @@ def test_onnx_export_refuses_named_features(lake_settings: Settings, tmp_path: P
     )
     with pytest.raises(BadInputError, match=r"f0\.\.f2"):
         export_onnx(booster, 3, tmp_path / "m.onnx")
+
+
+def test_label_look_ahead_is_counted_in_bars_across_weekends() -> None:
+    """Daily weekday bars, H = 5: a Friday's label ends the next Friday, not on Wednesday."""
+    days = pd.bdate_range("2024-01-01", periods=40, tz="UTC")
+    frame = pd.DataFrame({"symbol": "AAA", "ts": days, "f": 0.0, "label_up": 1.0})
+    ds = Dataset(frame, ["f"], "d1", 5, timedelta(days=1), "x")
+    friday = int(np.flatnonzero(days.weekday == 4)[0])
+    assert pd.Timestamp(ds.label_end[friday]) == days[friday + 5].tz_localize(None)
+    assert (pd.Timestamp(ds.label_end[friday]) - days[friday].tz_localize(None)).days == 7
+    split = holdout_split(ds.ts, 0.25, ds.label_end)
+    cut = ds.ts[split.valid].min()
+    assert (ds.label_end[split.train] < cut).all() and len(split.train) == 30 - 5

@@ -19,8 +19,9 @@ from signalops.data.collect import extract_bars, load_bars
 from signalops.features.compute import compute_features
 from signalops.features.definitions import get_feature_set
 from signalops.features.offline_store import OfflineStore
-from signalops.features.pipeline import build_features
+from signalops.features.pipeline import NoFeatureRowsError, build_features
 from signalops.validation import (
+    GAP_COLUMN,
     STEP_COLUMN,
     ValidationFailed,
     bars_expectations,
@@ -104,7 +105,7 @@ BAR_CORRUPTIONS: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], str, st
             | (f["ts"] > f["ts"].min() + timedelta(days=2, hours=2))
         ],
         "expect_column_values_to_be_between",
-        STEP_COLUMN,
+        GAP_COLUMN,
     ),
 }
 
@@ -146,7 +147,7 @@ def test_gap_to_the_warehouse_previous_bar_counts(settings: Settings, synthetic:
     gate_bars(s, first.as_dict(), "first")
     load_bars(s, first.path, first.source)
     later = extract_bars(s, ORIGIN + timedelta(days=1), ORIGIN + timedelta(days=1, hours=1))
-    with pytest.raises(ValidationFailed, match=STEP_COLUMN):
+    with pytest.raises(ValidationFailed, match=GAP_COLUMN):
         gate_bars(s, later.as_dict(), "later")
     right_after = extract_bars(s, ORIGIN + timedelta(hours=1), ORIGIN + timedelta(hours=2))
     assert gate_bars(s, right_after.as_dict(), "next")["success"] is True
@@ -226,12 +227,22 @@ def test_bad_features_are_not_published_and_a_fixed_rerun_passes(settings: Setti
     assert not staging.exists()
 
 
-def test_a_window_without_enough_history_has_nothing_to_check(settings: Settings) -> None:
+def test_a_window_without_enough_history_is_an_error_and_empty_is_never_published(
+    settings: Settings,
+) -> None:
     start, end = ORIGIN, ORIGIN + timedelta(hours=2)  # fewer bars than the warm-up
     staged = extract_bars(settings, start, end)
     load_bars(settings, staged.path, staged.source)
     staging = features_staging(settings, "v1", start.isoformat(), end.isoformat())
-    built = build_features(settings, start, end, "v1", staging=staging)
-    assert built.rows == built.expected_rows == 0
-    report = gate_features(settings, built.as_dict(), "empty")
-    assert report["success"] and report["published_files"] == 0
+    with pytest.raises(NoFeatureRowsError, match="400 earlier bars"):
+        build_features(settings, start, end, "v1", staging=staging)
+    # Handed an empty build although the bars had history, the suite refuses it.
+    empty = {
+        "feature_set_version": "v1",
+        "rows": 0,
+        "expected_rows": 24,
+        "staging_dir": str(staging),
+    }
+    with pytest.raises(ValidationFailed, match="expect_table_row_count_to_equal"):
+        gate_features(settings, empty, "empty")
+    assert not OfflineStore(settings.lake_dir).files("v1")

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from signalops.calendar import MarketCalendar
 from signalops.errors import BadInputError
 
 BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
@@ -57,17 +58,31 @@ def empty_bars() -> pd.DataFrame:
     return frame
 
 
+TS_ALIASES = ("timestamp", "datetime", "date", "time", "", "unnamed: 0")
+"""Names a timestamp column may have instead of ``ts`` (the last two: a CSV written from a
+pandas index, as many data packages ship them)."""
+
+
 def validate_bars(
     raw: pd.DataFrame,
     source: str,
     row_label: Callable[[int], str] = lambda i: f"row {i + 1}",
+    default_symbol: str | None = None,
 ) -> pd.DataFrame:
     """Check and normalize a raw batch; return it in the canonical schema, sorted.
 
-    ``row_label`` turns a 0-based row position into a human place ("line 7").
+    ``row_label`` turns a 0-based row position into a human place ("line 7"). A batch
+    without a ``symbol`` column is one symbol's, ``default_symbol`` (a file's name), and its
+    time column may be named as in ``TS_ALIASES``.
     Raises :class:`BarValidationError` listing every problem, so the caller writes nothing.
     """
     frame = raw.rename(columns=lambda c: str(c).strip().lower())
+    if "ts" not in frame.columns:
+        alias = next((a for a in TS_ALIASES if a in frame.columns), None)
+        if alias is not None:
+            frame = frame.rename(columns={alias: "ts"})
+    if "symbol" not in frame.columns and default_symbol:
+        frame.insert(0, "symbol", default_symbol)
     missing = [c for c in BAR_COLUMNS if c not in frame.columns]
     if missing:
         raise BarValidationError(
@@ -138,12 +153,20 @@ def _parse_ts(values: pd.Series) -> pd.Series:
 
 
 def find_gaps(
-    bars: pd.DataFrame, bar: timedelta, start: datetime, end: datetime, symbols: list[str]
+    bars: pd.DataFrame,
+    bar: timedelta,
+    start: datetime,
+    end: datetime,
+    symbols: list[str],
+    calendar: MarketCalendar | None = None,
 ) -> list[Gap]:
-    """Missing bars per symbol on the regular grid of ``[start, end)``; nothing is invented."""
+    """Missing bars per symbol on the grid of ``[start, end)`` that the market calendar
+    expects (default: around the clock); nothing is invented."""
     step = pd.Timedelta(bar)
     first = pd.Timestamp(start).tz_convert("UTC").ceil(step)
     grid = pd.date_range(first, pd.Timestamp(end).tz_convert("UTC"), freq=step, inclusive="left")
+    if calendar is not None and len(grid):
+        grid = grid[calendar.is_open(grid)]
     gaps: list[Gap] = []
     if len(grid) == 0:
         return gaps

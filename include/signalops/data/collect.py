@@ -54,7 +54,9 @@ def extract_bars(
     source = source_from_settings(settings)
     bars = source.fetch(start, end, symbols)
     bars = validate_bars(bars, f"{source.name} source")
-    gaps = find_gaps(bars, settings.market.bar, start, end, symbols)
+    gaps = find_gaps(
+        bars, settings.market.bar, start, end, symbols, settings.market.market_calendar
+    )
     for gap in gaps[:MAX_GAPS_LOGGED]:
         log.warning("gap (not filled): %s", gap)
     if len(gaps) > MAX_GAPS_LOGGED:

@@ -47,6 +47,10 @@ def _window(
 class FileSource:
     """CSV or Parquet files: one file, a directory of them, or a glob pattern.
 
+    A file without a ``symbol`` column holds one symbol, named by the file (``GOOG.csv``:
+    ``GOOG``); its time column may be ``ts``, ``timestamp``, ``datetime``, ``date``,
+    ``time`` or an unnamed index column.
+
     The whole file is validated (not only the requested window), so a broken row is
     reported even when it lies outside the interval being collected.
     """
@@ -93,13 +97,13 @@ class FileSource:
                 # Read as text so that validation, not the parser, reports bad values by line.
                 raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
                 # Line 1 is the header, so row i (0-based) is on line i + 2.
-                return validate_bars(raw, str(path), lambda i: f"line {i + 2}")
+                return validate_bars(raw, str(path), lambda i: f"line {i + 2}", path.stem)
             raw = pd.read_parquet(path)
         except BarValidationError:
             raise
         except (OSError, ValueError) as exc:
             raise SourceError(f"cannot read {path}: {exc}") from exc
-        return validate_bars(raw, str(path), lambda i: f"row {i + 1}")
+        return validate_bars(raw, str(path), lambda i: f"row {i + 1}", path.stem)
 
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")

@@ -58,6 +58,10 @@ class _Symbol:
         return _ratio(self.volume_s - rolling.mean(), rolling.std(ddof=0), fill=0.0)
 
     @cached_property
+    def range_s(self) -> pd.Series:
+        return pd.Series((self.high - self.low) / self.close)
+
+    @cached_property
     def hour_angle(self) -> np.ndarray:
         hours = self.ts.dt.hour.to_numpy() + self.ts.dt.minute.to_numpy() / 60.0
         return 2.0 * np.pi * hours / 24.0
@@ -109,7 +113,7 @@ def _log_return(bars: int) -> Callable[[_Symbol], pd.Series]:
 
 
 FEATURE_FUNCTIONS: dict[str, Callable[[_Symbol], np.ndarray | pd.Series]] = {
-    **{f"ret_{k}": _log_return(k) for k in (1, 3, 6, 12, 24, 48, 96)},
+    **{f"ret_{k}": _log_return(k) for k in (1, 3, 5, 6, 12, 20, 24, 48, 60, 96)},
     "rsi_14": lambda s: _rsi(s, 14),
     "macd": lambda s: s.macd_line,
     "macd_signal": lambda s: s.macd_signal,
@@ -133,6 +137,17 @@ FEATURE_FUNCTIONS: dict[str, Callable[[_Symbol], np.ndarray | pd.Series]] = {
     ),
     "volume_z_24": lambda s: s.volume_z(24),
     "volume_z_96": lambda s: s.volume_z(96),
+    "ret_z_20": lambda s: _ratio(s.log_close.diff(20), s.rv(60) * np.sqrt(20), fill=0.0),
+    "macd_z": lambda s: _ratio(s.macd_line, s.rv(60), fill=0.0),
+    "rv_ratio_5_60": lambda s: _ratio(s.rv(5), s.rv(60), fill=1.0),
+    "rv_ratio_20_250": lambda s: _ratio(s.rv(20), s.rv(250), fill=1.0),
+    "range_ratio_5_60": lambda s: _ratio(
+        s.range_s.rolling(5).mean(), s.range_s.rolling(60).mean(), fill=1.0
+    ),
+    "volume_z_20": lambda s: s.volume_z(20),
+    "volume_trend_5_20": lambda s: np.log(
+        _ratio(s.volume_s.rolling(5).mean(), s.volume_s.rolling(20).mean(), fill=1.0).clip(1e-12)
+    ),
     "hour_sin": lambda s: np.sin(s.hour_angle),
     "hour_cos": lambda s: np.cos(s.hour_angle),
 }

@@ -29,7 +29,7 @@ KEY = ("request_id", "row_index", "signal_name", "role")
 
 def join_outcomes(settings: Settings, batch: int = 50_000) -> dict[str, int]:
     """Label every matured, not yet labeled prediction. Returns counts."""
-    horizon = settings.features.horizon_bars * settings.market.bar
+    horizon = settings.features.horizon_bars
     p, o = predictions_table, outcomes_table
     joined = pending = 0
     with Warehouse(settings.warehouse_url) as warehouse:
@@ -67,19 +67,20 @@ def join_outcomes(settings: Settings, batch: int = 50_000) -> dict[str, int]:
             return {"joined": 0, "pending": 0}
         preds["features_ts"] = to_utc_series(preds["features_ts"])
         preds["ts"] = to_utc_series(preds["ts"])
-        bars = warehouse.read_bars(
+        # The label's bar is the H-th bar after the features' bar in the symbol's series
+        # (bars, not H x bar length: weekends and closed sessions lie in between).
+        bars = warehouse.read_bars_around(
             sorted(preds["symbol"].unique().tolist()),
             preds["features_ts"].min().to_pydatetime(),
-            (preds["features_ts"].max() + horizon).to_pydatetime() + settings.market.bar,
+            preds["features_ts"].max().to_pydatetime(),
+            before=0,
+            after=horizon + 1,
         )[["symbol", "ts", "close"]]
-        preds["matured_at"] = preds["features_ts"] + horizon
+        later = bars.groupby("symbol")[["ts", "close"]].shift(-horizon)
+        bars = bars.assign(matured_at=later["ts"], close_h=later["close"])
         merged = preds.merge(
             bars.rename(columns={"ts": "features_ts", "close": "close_0"}),
             on=["symbol", "features_ts"],
-            how="left",
-        ).merge(
-            bars.rename(columns={"ts": "matured_at", "close": "close_h"}),
-            on=["symbol", "matured_at"],
             how="left",
         )
         ready = merged.dropna(subset=["close_0", "close_h"])

@@ -2,8 +2,10 @@
 
 Splits are by time, never by row: several symbols share a timestamp, and a row's label
 looks ``H`` bars ahead, so every split drops (purges) the rows whose label window would
-reach into the block that follows. The out-of-time holdout is the newest block; it is used
-for evaluation only, never for fitting or choosing the number of trees.
+reach into the block that follows. The look-ahead is counted in bars of the symbol's
+series (a Friday's 5-bar label ends the next Friday), never as ``H`` times the bar length.
+The out-of-time holdout is the newest block; it is used for evaluation only, never for
+fitting or choosing the number of trees.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from signalops.features.definitions import LABEL_RETURN, LABEL_UP, get_feature_s
 from signalops.features.offline_store import OfflineStore
 
 log = logging.getLogger(__name__)
+END_OF_TIME = np.datetime64("2262-01-01", "ns")
 
 
 class InsufficientDataError(BadInputError):
@@ -66,9 +69,12 @@ class Dataset:
         return ts.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
 
     @property
-    def purge(self) -> np.timedelta64:
-        """How far a label looks ahead: rows closer than this to a later block are dropped."""
-        return np.timedelta64(int(self.horizon_bars * self.bar.total_seconds()), "s")
+    def label_end(self) -> np.ndarray:
+        """When each row's label is known: the time of its symbol's H-th next bar (rows whose
+        H-th bar lies past the dataset: the end of time, so no later block trains on them)."""
+        ts = pd.Series(self.ts)
+        later = ts.groupby(self.frame["symbol"].to_numpy()).shift(-self.horizon_bars)
+        return later.fillna(END_OF_TIME).to_numpy(dtype="datetime64[ns]")
 
 
 def assemble_dataset(
@@ -123,17 +129,28 @@ class Split:
     valid: np.ndarray
 
 
-def holdout_split(ts: np.ndarray, fraction: float, purge: np.timedelta64) -> Split:
-    """Newest ``fraction`` of timestamps as holdout; earlier rows whose label reaches it purged."""
+def _label_end(ts: np.ndarray, purge: np.timedelta64 | np.ndarray) -> np.ndarray:
+    """Per-row label end times: given (``Dataset.label_end``), or ``ts`` plus a fixed span."""
+    if isinstance(purge, np.ndarray) and purge.dtype.kind == "M":
+        return purge
+    return ts + purge
+
+
+def holdout_split(ts: np.ndarray, fraction: float, purge: np.timedelta64 | np.ndarray) -> Split:
+    """Newest ``fraction`` of timestamps as holdout; earlier rows whose label reaches it purged.
+
+    ``purge``: each row's label end time (``Dataset.label_end``), or a fixed look-ahead.
+    """
     times = np.unique(ts)
     cut = times[int(len(times) * (1 - fraction))]
     holdout = np.flatnonzero(ts >= cut)
-    train = np.flatnonzero(ts + purge < cut)
+    train = np.flatnonzero((ts < cut) & (_label_end(ts, purge) < cut))
     return Split(train, holdout)
 
 
-def walk_forward(ts: np.ndarray, folds: int, purge: np.timedelta64) -> list[Split]:
+def walk_forward(ts: np.ndarray, folds: int, purge: np.timedelta64 | np.ndarray) -> list[Split]:
     """Expanding-window folds over ``ts``: train on blocks 0..k, validate on block k+1."""
+    label_end = _label_end(ts, purge)
     times = np.unique(ts)
     edges = np.linspace(0, len(times), folds + 2).astype(int)
     splits = []
@@ -143,7 +160,7 @@ def walk_forward(ts: np.ndarray, folds: int, purge: np.timedelta64) -> list[Spli
         valid = np.flatnonzero(
             (ts >= valid_start) & ((ts <= valid_end) if last else (ts < valid_end))
         )
-        # Purge both ways: no training label reaches into validation.
-        train = np.flatnonzero(ts + purge < valid_start)
+        # No training label reaches into validation.
+        train = np.flatnonzero((ts < valid_start) & (label_end < valid_start))
         splits.append(Split(train, valid))
     return splits

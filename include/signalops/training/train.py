@@ -65,13 +65,14 @@ def train_model(dataset: Dataset, cfg: TrainingSettings, params: XGBoostParams) 
     import xgboost as xgb
 
     x, y, ts = dataset.x, dataset.y, dataset.ts
-    split = holdout_split(ts, cfg.holdout_fraction, dataset.purge)
+    label_end = dataset.label_end
+    split = holdout_split(ts, cfg.holdout_fraction, label_end)
     dev_x, dev_y, dev_ts = x[split.train], y[split.train], ts[split.train]
     names = onnx_feature_names(x.shape[1])
 
     folds = []
     started = time.perf_counter()
-    for k, fold in enumerate(walk_forward(dev_ts, cfg.cv_folds, dataset.purge)):
+    for k, fold in enumerate(walk_forward(dev_ts, cfg.cv_folds, label_end[split.train])):
         fold_y = dev_y[fold.train]
         p = booster_params(cfg, params, _scale_pos_weight(fold_y, cfg.balance_classes))
         dtrain = xgb.DMatrix(

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from signalops.calendar import MarketCalendar
 from signalops.config import Settings
 from signalops.errors import BadInputError
 from signalops.features.definitions import FeatureSet
@@ -33,7 +34,12 @@ SUITE_VERSION = 1
 
 STEP_COLUMN = "ts_step_s"
 """Derived for the bars suite: seconds since the symbol's previous bar (the warehouse's
-last bar before the batch counts), so monotonic time and bounded gaps are column checks."""
+last bar before the batch counts), so monotonic time is a column check."""
+
+GAP_COLUMN = "missing_bars"
+"""Derived for the bars suite: bars the market calendar expected between the symbol's
+previous bar and this one (weekends and closed sessions are not missing), so a bounded gap
+is a column check and a failure names the bar after the hole."""
 
 MAX_EXAMPLES = 5
 
@@ -99,10 +105,12 @@ class ValidationFailed(BadInputError):
 def bars_expectations(settings: Settings) -> list[Any]:
     import great_expectations.expectations as gxe
 
-    max_step = settings.validation.max_gap_bars * settings.market.bar.total_seconds()
     return [
         gxe.ExpectTableColumnsToMatchSet(
-            column_set=["symbol", "ts", "open", "high", "low", "close", "volume", STEP_COLUMN],
+            column_set=[
+                *("symbol", "ts", "open", "high", "low", "close", "volume"),
+                *(STEP_COLUMN, GAP_COLUMN),
+            ],
             exact_match=True,
         ),
         *(
@@ -130,22 +138,35 @@ def bars_expectations(settings: Settings) -> list[Any]:
         gxe.ExpectColumnValuesToBeBetween(column="volume", min_value=0),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["symbol", "ts"]),
         # Monotonic time per symbol (a step of 0 or less: out of order or repeated) and
-        # bounded gaps (a step longer than validation.max_gap_bars bars).
+        # bounded gaps (more than validation.max_gap_bars expected bars missing in a row).
+        gxe.ExpectColumnValuesToBeBetween(column=STEP_COLUMN, min_value=0, strict_min=True),
         gxe.ExpectColumnValuesToBeBetween(
-            column=STEP_COLUMN, min_value=0, strict_min=True, max_value=max_step
+            column=GAP_COLUMN, min_value=0, max_value=settings.validation.max_gap_bars
         ),
     ]
 
 
-def bars_frame(bars: pd.DataFrame, previous: dict[str, pd.Timestamp] | None = None) -> pd.DataFrame:
-    """The batch as the suite sees it: in arrival order, plus the per-symbol time step."""
+def bars_frame(
+    bars: pd.DataFrame,
+    previous: dict[str, pd.Timestamp] | None = None,
+    calendar: MarketCalendar | None = None,
+) -> pd.DataFrame:
+    """The batch as the suite sees it: in arrival order, plus the per-symbol time step and
+    the bars the calendar expected in between (default calendar: around the clock)."""
     frame = bars.reset_index(drop=True).copy()
     ts = pd.to_datetime(frame["ts"], utc=True)
     before = ts.groupby(frame["symbol"]).shift(1)
     if previous:
         first = before.isna()
         before[first] = frame.loc[first, "symbol"].map(previous)
-    frame[STEP_COLUMN] = (ts - pd.to_datetime(before, utc=True)).dt.total_seconds()
+    before = pd.to_datetime(before, utc=True)
+    frame[STEP_COLUMN] = (ts - before).dt.total_seconds()
+    if calendar is None:
+        bar = pd.Series(ts.sort_values().diff().dropna())
+        step = bar[bar > pd.Timedelta(0)].min() if len(bar) else pd.Timedelta(minutes=5)
+        calendar = MarketCalendar("always", step.to_pytimedelta())
+    # out-of-order rows (a negative step) are the step check's to report
+    frame[GAP_COLUMN] = np.where(frame[STEP_COLUMN] > 0, calendar.missing_between(before, ts), 0.0)
     return frame
 
 

@@ -36,7 +36,7 @@ def gate_bars(settings: Settings, staged: dict[str, Any], key: str) -> dict[str,
         previous = warehouse.previous_bar_ts(
             sorted(bars["symbol"].unique().tolist()), parse_ts(staged["start"], "start")
         )
-    frame = bars_frame(bars, previous)
+    frame = bars_frame(bars, previous, settings.market.market_calendar)
     return check(run_suite(settings, "bars", bars_expectations(settings), frame, key)).as_dict()
 
 
