@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from signalops.config import Settings, load_settings
+from signalops.evaluation.gate import RULES
 from signalops.features.offline_store import OfflineStore
 from signalops.onnx_model import load_session, predict_onnx
 from signalops.registry import Registry
@@ -73,6 +74,15 @@ def test_retrain_registers_skips_compares_and_guards_parity(
     report = json.loads((folder / c.EVALUATION_JSON).read_text())
     assert report["decision"]["passed"] and report["decision"]["action"] == c.ALIAS_CHAMPION
     assert {"challenger", "baseline"} == set(report["models"])
+    # Every gate rule is judged for the first model too; the champion rule does not apply.
+    checks = report["decision"]["checks"]
+    assert list(checks) == [rule.name for rule in RULES]
+    assert checks["not_worse_than_champion"]["status"] == "not applicable"
+    assert checks["net_sharpe"]["status"] == "pass"
+    # 12 days of data are too few to count bars per year: the calendar's, 5-minute bars
+    # around the clock.
+    assert report["annualization"]["source"] == "calendar"
+    assert report["annualization"]["bars_per_year"] == pytest.approx(365.2425 * 288)
     for role in report["models"].values():
         assert {"log_loss", "roc_auc", "accuracy", "precision", "recall", "f1", "brier"} <= set(
             role["ml"]
@@ -120,6 +130,7 @@ def test_retrain_registers_skips_compares_and_guards_parity(
     assert report2["models"]["champion"]["version"] == "1"
     # Same data, same seed: the challenger is the champion's twin, the difference is zero.
     assert report2["comparison"]["difference"] == pytest.approx(0.0, abs=1e-12)
+    assert report2["decision"]["checks"]["not_worse_than_champion"]["status"] == "pass"
 
     # 4. Parity cannot be met: the run fails at export, is marked FAILED, nothing registered.
     strict = settings.model_copy(
@@ -141,6 +152,15 @@ def test_retrain_registers_skips_compares_and_guards_parity(
 
     with pytest.raises(BadInputError, match=r"the gate did not pass|parity failed"):
         steps.register(strict, steps.run_directory(strict, "strict"))
+
+    # 5. A net Sharpe below the bar: rejected through the whole path, with that reason.
+    picky = settings.model_copy(
+        update={"evaluation": settings.evaluation.model_copy(update={"min_sharpe": 1e9})}
+    )
+    rejected = steps.run_all(picky, _request(picky, "picky", force=True))
+    assert "register" not in rejected and not rejected["evaluate"].figures["passed"]
+    assert [r.split(":")[0] for r in rejected["reject"].figures["reasons"]] == ["net_sharpe"]
+    assert registry.aliases() == {c.ALIAS_CHAMPION: "1", c.ALIAS_CHALLENGER: "2"}
 
 
 def _shuffle_features(settings: Settings, before: pd.Timestamp) -> None:

@@ -65,7 +65,12 @@ def test_trading_metrics_perfect_and_costs() -> None:
     rng = np.random.default_rng(0)
     ret = rng.normal(0, 0.01, n)
     frame = pd.DataFrame({"symbol": "A", "ts": ts, "label_return": ret})
-    kw = {"horizon_bars": 12, "bar_minutes": 5, "strategy": "long_short", "threshold": 0.5}
+    kw = {
+        "horizon_bars": 12,
+        "bars_per_year": 365 * 24 * 12,  # 5-minute bars around the clock
+        "strategy": "long_short",
+        "threshold": 0.5,
+    }
     perfect = trading_metrics(frame, (ret > 0).astype(float), cost_bps=0.0, **kw)
     assert perfect["hit_rate"] == 1.0 and perfect["max_drawdown"] == 0.0
     assert perfect["cumulative_return"] == pytest.approx(np.expm1(np.abs(ret[::12]).sum()))
@@ -87,14 +92,20 @@ def test_paired_bootstrap_and_gate() -> None:
     assert better["ci_low"] > 0
     worse = paired_bootstrap(y, noise, good, ts, "roc_auc", 200, 0.95, block=12)
     assert worse["ci_high"] < 0
-    baseline = ml_metrics(y, np.full(len(y), 0.5))
-    passed = decide(cfg, ml_metrics(y, good), baseline, ml_metrics(y, noise), better)
+    baseline = {"ml": ml_metrics(y, np.full(len(y), 0.5))}
+    trading = {"sharpe": 1.0}
+
+    def figures(p: np.ndarray) -> dict[str, dict[str, float]]:
+        return {"ml": ml_metrics(y, p), "trading": trading}
+
+    passed = decide(cfg, figures(good), baseline, better)
     assert passed.passed and passed.reasons == []
-    failed = decide(cfg, ml_metrics(y, noise), baseline, ml_metrics(y, good), worse)
+    failed = decide(cfg, figures(noise), baseline, worse)
     assert not failed.passed
     assert any(r.startswith("not_worse_than_champion") for r in failed.reasons)
-    first_model = decide(cfg, ml_metrics(y, good), baseline, None, None)
-    assert first_model.passed and "not_worse_than_champion" not in first_model.checks
+    first_model = decide(cfg, figures(good), baseline, None)
+    assert first_model.passed
+    assert first_model.checks["not_worse_than_champion"]["status"] == "not applicable"
 
 
 @pytest.mark.parametrize("metric", ["roc_auc", "log_loss", "accuracy", "brier"])

@@ -1,10 +1,13 @@
 """ML metrics of probabilities and trading metrics of the signal they give.
 
+The one home of these formulas: the gate's bootstrap reuses the per-row losses below.
+
 The trading backtest trades each symbol every ``H`` bars (the label horizon), so the
 returns it adds up never overlap: position ``+1`` (long), ``-1`` (short, long/short only)
 or ``0`` from the probability and a threshold, paid ``cost_bps`` per unit of position
 change, earning ``label_return`` (the log return over the next H bars). Symbols are equally
-weighted per decision time. Sharpe is annualized for a market open around the clock.
+weighted per decision time. Sharpe is net of costs and annualized with the market's bars
+per year (``signalops.calendar.annualization``): ``bars_per_year / H`` decisions a year.
 """
 
 from __future__ import annotations
@@ -18,9 +21,31 @@ import pandas as pd
 EPS = 1e-15
 
 
+def log_loss_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per-row cross-entropy of P(up) ``p`` against labels ``y`` (probabilities clipped)."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def correct_rows(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """1.0 where the call ``p > threshold`` (up) matches the label, else 0.0."""
+    return ((np.asarray(p) > threshold) == (np.asarray(y) == 1)).astype(np.float64)
+
+
+def brier_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per-row squared error of the probability."""
+    return (np.asarray(p, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2
+
+
 def log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(p, EPS, 1 - EPS)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    """Mean cross-entropy (natural log)."""
+    return float(np.mean(log_loss_rows(y, p)))
+
+
+def accuracy(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> float:
+    """Share of rows where ``p > threshold`` calls the label right."""
+    return float(np.mean(correct_rows(y, p, threshold)))
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -45,11 +70,11 @@ def ml_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str
     return {
         "log_loss": log_loss(y, p),
         "roc_auc": roc_auc(y, p),
-        "accuracy": float(np.mean(pred == (y == 1))),
+        "accuracy": accuracy(y, p, threshold),
         "precision": precision,
         "recall": recall,
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "brier": float(np.mean((p - y) ** 2)),
+        "brier": float(np.mean(brier_rows(y, p))),
     }
 
 
@@ -57,12 +82,18 @@ def trading_metrics(
     frame: pd.DataFrame,
     p: np.ndarray,
     horizon_bars: int,
-    bar_minutes: int,
+    bars_per_year: float,
     strategy: Literal["long_short", "long_flat"],
     threshold: float,
     cost_bps: float,
 ) -> dict[str, float]:
-    """Backtest of the signal on ``frame`` (symbol, ts, label_return) with probabilities p."""
+    """Backtest of the signal on ``frame`` (symbol, ts, label_return) with probabilities p.
+
+    ``bars_per_year``: how many bars the market fills in a year (observed in the data or
+    from its calendar), so a daily weekday series annualizes with ~252, not 365.
+    """
+    if not (math.isfinite(bars_per_year) and bars_per_year > 0):
+        raise ValueError(f"bars_per_year must be a positive number, got {bars_per_year!r}")
     data = pd.DataFrame(
         {
             "symbol": frame["symbol"].to_numpy(),
@@ -89,7 +120,7 @@ def trading_metrics(
         if len(equity)
         else 0.0
     )
-    periods_per_year = 365 * 24 * 60 / (bar_minutes * horizon_bars)
+    periods_per_year = bars_per_year / horizon_bars
     std = float(np.std(pnl, ddof=1)) if len(pnl) > 1 else 0.0
     active = data["position"].to_numpy() != 0
     hits = (data["position"] * data["ret"]).to_numpy()[active] > 0

@@ -6,14 +6,15 @@ shown in the Airflow task log and in MLflow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from signalops.calendar import MarketCalendar, annualization
 from signalops.config import EvaluationSettings
-from signalops.evaluation.gate import decide, paired_bootstrap
+from signalops.evaluation.gate import RULES, decide, paired_bootstrap
 from signalops.evaluation.metrics import ml_metrics, trading_metrics
 
 
@@ -26,6 +27,25 @@ class Scored:
     version: str | None = None
 
 
+@dataclass(frozen=True)
+class Annualization:
+    """Bars per year the Sharpe is annualized with, and where the figure came from."""
+
+    bars_per_year: float
+    source: Literal["observed", "calendar"]
+
+
+def annualization_of(
+    ts: pd.Series, symbols: pd.Series | None, calendar: MarketCalendar
+) -> Annualization:
+    """Bars per year observed in the data (~252 for daily weekday bars), else the calendar's."""
+    value = annualization(ts, symbols, calendar)
+    # One pass over the data (it can be millions of rows): the fallback is exactly the
+    # calendar's figure, which a count of real bars does not hit to the last bit.
+    fallback = calendar.periods_per_year()
+    return Annualization(value, "calendar" if value == fallback else "observed")
+
+
 def baseline_probability(train_y: np.ndarray) -> float:
     """The naive model: always the majority class, with the training base rate as probability."""
     return float(np.mean(train_y)) if len(train_y) else 0.5
@@ -35,7 +55,7 @@ def evaluate(
     cfg: EvaluationSettings,
     holdout: pd.DataFrame,
     horizon_bars: int,
-    bar_minutes: int,
+    annual: Annualization,
     challenger: Scored,
     baseline: Scored,
     champion: Scored | None,
@@ -51,7 +71,7 @@ def evaluate(
                 holdout,
                 model.p,
                 horizon_bars,
-                bar_minutes,
+                annual.bars_per_year,
                 cfg.strategy,
                 cfg.threshold,
                 cfg.cost_bps,
@@ -71,14 +91,9 @@ def evaluate(
             cfg.bootstrap_samples,
             cfg.confidence,
             block=horizon_bars,
+            threshold=cfg.threshold,
         )
-    decision = decide(
-        cfg,
-        models["challenger"]["ml"],
-        models["baseline"]["ml"],
-        models["champion"]["ml"] if champion is not None else None,
-        comparison,
-    )
+    decision = decide(cfg, models["challenger"], models["baseline"], comparison)
     return {
         "primary_metric": cfg.primary_metric,
         "holdout": {
@@ -87,6 +102,11 @@ def evaluate(
             "end": holdout["ts"].max().isoformat(),
             "symbols": sorted(holdout["symbol"].unique().tolist()),
             "up_share": float(y.mean()),
+        },
+        "annualization": {
+            **asdict(annual),
+            "horizon_bars": horizon_bars,
+            "periods_per_year": annual.bars_per_year / horizon_bars,
         },
         "models": models,
         "comparison": comparison,
@@ -134,17 +154,35 @@ def markdown(report: dict[str, Any], title: str) -> str:
     ]
     for group, key in rows:
         lines.append(f"| {key} | " + " | ".join(_fmt(models[n][group][key]) for n in names) + " |")
-    if report.get("comparison"):
-        c = report["comparison"]
+    annual = report.get("annualization")
+    if annual:
+        source = "observed in the data" if annual["source"] == "observed" else "market calendar"
         lines += [
             "",
-            f"Challenger - champion ({report['primary_metric']}, higher is better): "
-            f"{c['difference']:+.4f}, CI [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] "
-            f"({int(c['samples'])} paired block-bootstrap samples).",
+            f"Sharpe: after `cost_bps` costs, annualized with {annual['bars_per_year']:.1f} bars "
+            f"per year ({source}) and one decision every {annual['horizon_bars']} bars: "
+            f"{annual['periods_per_year']:.1f} periods per year.",
         ]
-    lines += ["", "Checks:"]
+    lines += [
+        "",
+        "| gate rule | requirement | setting | result | numbers |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, check in decision["checks"].items():
-        lines.append(f"- {'ok' if check['passed'] else 'FAIL'} `{name}`: {check['detail']}")
+        setting = f"`{check['setting']}` = {check['threshold']}" if check["setting"] else "-"
+        result = {"pass": "pass", "fail": "**FAIL**"}.get(check["status"], check["status"])
+        lines.append(f"| `{name}` | {check['rule']} | {setting} | {result} | {check['detail']} |")
     if decision.get("action"):
         lines += ["", f"Action: {decision['action']}"]
+    return "\n".join(lines) + "\n"
+
+
+def rules_table() -> str:
+    """The gate's rules with their settings and defaults, as a markdown table (README)."""
+    defaults = EvaluationSettings()
+    lines = ["| rule | requirement | setting | default |", "| --- | --- | --- | --- |"]
+    for rule in RULES:
+        setting = f"`evaluation.{rule.setting}`" if rule.setting else "-"
+        default = rule.threshold(defaults) if rule.setting else "-"
+        lines.append(f"| `{rule.name}` | {rule.text} | {setting} | {default} |")
     return "\n".join(lines) + "\n"
