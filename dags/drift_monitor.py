@@ -1,16 +1,22 @@
 """
 ### Drift monitor (hourly)
 
-Compares the last window of features (default 24 h, `drift.window_hours`) from the offline
-store with the **champion's reference profile** (logged with the model version by
-`retrain`), and the champion's scores on that window with its reference scores.
+Compares the last window of features from the offline store, **each symbol's last
+`window_bars` bars** before the end (param `window_bars`, default `drift.window_bars`: a
+day of 5-minute bars, five days of hourly bars, a quarter of daily bars), with the
+**champion's reference profile** (logged with the model version by `retrain`), and the
+champion's scores on that window with its reference scores.
 
 * **check**: per feature PSI (on the reference's quantile bins), KS statistic + p-value and
   normalized Wasserstein distance; prediction drift (PSI of the scores); label drift
   (accuracy and Brier of the champion on the matured labels of the window vs its holdout).
-  Overall severity none / low / medium / high with reasons and recommendations; rows in the
-  warehouse tables `drift_checks` + `drift_features` (a rerun of the window rewrites them).
-  Too few current rows, or no champion yet: skipped with the reason, no verdict.
+  Each is judged against the profile's **null critical values**: what windows of the same
+  number of rows drawn from the champion's own training data give (README, "Drift: how
+  severity is calibrated"), and must also pass its materiality threshold. Overall severity
+  none / low / medium / high with reasons and recommendations; rows in the warehouse tables
+  `drift_checks` + `drift_features`, keyed by the window's start and end (a rerun of the
+  window rewrites them; windows of other lengths keep their own rows). Too few current
+  rows, or no champion yet: skipped with the reason, no verdict.
 * **report**: an Evidently data-drift report (HTML, bounded samples) under
   `<state_dir>/drift/reports`, logged to MLflow (experiment `signalops/<signal>/drift`).
 * **alert**: medium or high sends one Slack alert; an ongoing drift of the same (or lower)
@@ -46,11 +52,12 @@ from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
             format="date-time",
             description="Window end (UTC, exclusive). Empty: the run's data interval end.",
         ),
-        "window_hours": Param(
+        "window_bars": Param(
             None,
-            type=["null", "number"],
+            type=["null", "integer"],
             minimum=1,
-            description="Window length in hours. Empty: drift.window_hours.",
+            description="Window length: each symbol's last N bars before the end. "
+            "Empty: drift.window_bars.",
         ),
         "signal": Param(
             None, type=["null", "string"], description="Registered model. Empty: signal_name."
@@ -69,7 +76,7 @@ def drift_monitor() -> None:
 
         with task_errors():
             end = parse_ts(params["end"] or data_interval_end, "end")
-            result = run_check(load_settings(), end, params["window_hours"], params["signal"])
+            result = run_check(load_settings(), end, params["window_bars"], params["signal"])
         if result.status != "checked":
             raise AirflowSkipException(result.summary())
         summary = result.as_dict()
@@ -80,9 +87,8 @@ def drift_monitor() -> None:
     def report(summary: dict, params: Any = None) -> dict:
         """Evidently report (HTML) on bounded samples; logged to MLflow."""
         from signalops.config import load_settings
-        from signalops.drift.monitor import DriftCheck, load_champion, set_report_path
+        from signalops.drift.monitor import DriftCheck, load_champion, read_window, set_report_path
         from signalops.drift.report import log_to_mlflow, write_report
-        from signalops.features.offline_store import OfflineStore
         from signalops.windows import parse_ts
 
         settings = load_settings()
@@ -91,17 +97,9 @@ def drift_monitor() -> None:
                 settings, summary["signal"], settings.state_dir / "drift" / "champion"
             )
             assert champion is not None, "the champion changed between check and report"
+            end = parse_ts(summary["window_end"], "window_end")
             names = list(champion.spec["names"])
-            current = (
-                OfflineStore(settings.lake_dir)
-                .read(
-                    champion.spec["feature_set_version"],
-                    start=parse_ts(summary["window_start"], "window_start"),
-                    end=parse_ts(summary["window_end"], "window_end"),
-                    columns=names,
-                )
-                .dropna(subset=names)
-            )
+            current = read_window(settings, champion.spec, end, summary["window_bars"], names)
             check = DriftCheck(**{**summary, "features": []})
             path = write_report(settings, check, current, champion)
             set_report_path(settings, check, str(path))

@@ -2,7 +2,8 @@
 a window with no shift gives severity none and no alert; the synthetic source's injected
 shift gives high severity, one Slack alert, the drift_detected Asset, an Evidently report
 and an MLflow run; checking the same window again rewrites its rows and does not alert or
-emit again. A window with too few rows is skipped with the reason."""
+emit again. The window is each symbol's last `drift.window_bars` bars, judged against the
+profile's null critical values. A window with too few rows is skipped with the reason."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_drift_monitor_calm_then_shifted(tmp_path_factory: pytest.TempPathFactor
             SIGNALOPS_MARKET__SYNTHETIC__REGIME_BARS="1000000",
             SIGNALOPS_MARKET__SYNTHETIC__SHIFT_AT=SHIFT_AT.isoformat(),
             SIGNALOPS_EVALUATION__BOOTSTRAP_SAMPLES="200",
-            SIGNALOPS_DRIFT__WINDOW_HOURS="72",
+            SIGNALOPS_DRIFT__WINDOW_BARS="864",  # each symbol's last 72 h of 5-minute bars
             SIGNALOPS_ALERTS__SLACK_WEBHOOK_URL=f"{slack.url}/hooks/drift",
         )
         settings = load_settings(env=stack.env, config_file=None)
@@ -65,6 +66,8 @@ def test_drift_monitor_calm_then_shifted(tmp_path_factory: pytest.TempPathFactor
         assert len(checks) == 2  # one row per window: the rerun replaced its own
         calm, shifted = checks
         assert calm.severity == "none" and not calm.alerted and calm.rows > 6000
+        # judged against the null critical values retrain put in the profile
+        assert calm.calibrated and shifted.calibrated and calm.window_bars == 864
         assert shifted.severity == "high" and shifted.alerted
         assert shifted.share_drifted >= 0.5 and shifted.prediction_psi >= 0.2
         assert [n for _, n in features] == [25, 25]
@@ -85,6 +88,7 @@ def test_drift_monitor_calm_then_shifted(tmp_path_factory: pytest.TempPathFactor
         shifted_run = next(r for r in runs if r.data.tags["signalops.severity"] == "high")
         assert shifted_run.data.metrics["share_drifted"] == pytest.approx(shifted.share_drifted)
 
-        # Too few rows in the window (no features there yet): skipped with the reason.
-        check = run_check(settings, SHIFTED_END + timedelta(days=10))
+        # Too few rows in the window: the last 864 bars are read from the calendar span that
+        # holds them (3 days + room: about 14 days), and the features end 30 days earlier.
+        check = run_check(settings, SHIFTED_END + timedelta(days=30))
         assert check.status == "skipped" and "too few to judge" in check.reason

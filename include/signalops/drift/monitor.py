@@ -1,26 +1,41 @@
-"""The hourly drift check: the champion's reference profile against the last window.
+"""The drift check: the champion's reference profile against the last window of bars.
 
 ``assess`` is the computation (pure: profile + current frame in, verdict out); ``run_check``
 wires it to the registry (champion, its profile, spec, evaluation and ONNX model), the
-offline store (the current window), the warehouse (``drift_checks`` + ``drift_features``,
+offline store (the current window: each symbol's last ``drift.window_bars`` feature rows),
+the warehouse (``drift_checks`` + ``drift_features``, keyed by the window's start and end,
 rewritten for the same window) and the alert de-duplication.
 
-Severity (documented in the README, thresholds in ``drift`` settings):
+Severity (documented in the README, "Drift: how severity is calibrated"; thresholds in
+``drift`` settings). Every statistic is judged against what the champion's own training
+data produces on windows of the same size (the profile's null critical values, see
+``drift.profile``), and must also be material:
 
-* per feature, by PSI: none (< psi_moderate), moderate, significant (>= psi_significant);
-  a feature counts as *drifted* by the configured method: PSI >= psi_moderate (``psi``),
-  KS p < ks_p_value **and** D >= ks_min_statistic (``ks``: the p-value alone flags tiny
-  shifts at large n), or normalized Wasserstein >= wasserstein_threshold;
-* overall: **high** when the drifted share >= share_high, the prediction PSI >=
-  psi_significant, or accuracy on matured labels fell >= accuracy_drop_high below the
-  holdout's; **medium** at share_medium / psi_moderate / accuracy_drop_medium; **low** when
-  any feature drifted; else **none**.
+* per feature: *drifted* when it is past the null (PSI, KS D or normalized Wasserstein
+  above its critical value at the window's row count, interpolated in log n; the three
+  are calibrated jointly, so a feature of the reference is past them in 1 % of windows)
+  **and** the effect is material by ``drift.method``: PSI >= psi_moderate (``psi``); KS
+  p < ks_p_value and D >= ks_min_statistic (``ks``); normalized Wasserstein >=
+  wasserstein_threshold. Past the null, by PSI: moderate (>= psi_moderate) or significant
+  (>= psi_significant);
+* overall: **high** when the drifted share >= share_high, the prediction PSI is past its
+  critical value and >= psi_significant, or accuracy on matured labels fell significantly
+  (one-sided binomial test at ``significance`` vs the holdout accuracy, and past the null's
+  accuracy drop for that many labels) and by >= accuracy_drop_high; **medium** at
+  share_medium / psi_moderate / accuracy_drop_medium. A drifted share counts only when
+  more features drifted than reference windows of that size reach at level
+  ``significance`` (features move together). **low** when any feature drifted; else
+  **none**. Under the null each of the three parts fires in about 1 % of windows.
+
+A profile without null critical values (profile version 1) falls back to the thresholds
+alone (logged): on small windows that rule calls noise drift.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,6 +63,12 @@ RECOMMENDATIONS = {
         "Watch live accuracy; roll back or pause trading if it keeps falling.",
     ],
 }
+# a statistic -> the drift_features column of its null critical value
+CRITICAL_COLUMNS = {
+    "psi": "psi_critical",
+    "ks_statistic": "ks_critical",
+    "wasserstein": "wasserstein_critical",
+}
 
 
 @dataclass
@@ -59,14 +80,19 @@ class DriftCheck:
     rows: int
     status: str  # checked | skipped
     reason: str = ""
+    window_bars: int = 0
+    calibrated: bool = False
     severity: str = "none"
     share_drifted: float = 0.0
     drifted_features: list[str] = field(default_factory=list)
+    drifted_count_critical: int | None = None
     top_features: list[dict[str, Any]] = field(default_factory=list)
     prediction_psi: float | None = None
+    prediction_psi_critical: float | None = None
     accuracy: float | None = None
     holdout_accuracy: float | None = None
     accuracy_drop: float | None = None
+    accuracy_p_value: float | None = None
     brier: float | None = None
     holdout_brier: float | None = None
     matured_rows: int = 0
@@ -84,14 +110,46 @@ class DriftCheck:
         top = ", ".join(f"{f['feature']} (PSI {f['psi']:.3f})" for f in self.top_features[:5])
         pred = "n/a" if self.prediction_psi is None else f"{self.prediction_psi:.3f}"
         return (
-            f"{self.signal} v{self.model_version}, {self.window_start} .. {self.window_end}: "
-            f"severity {self.severity.upper()}; {len(self.drifted_features)}/"
-            f"{len(self.features)} features drifted ({self.share_drifted:.0%}), prediction "
-            f"PSI {pred}; top: {top or 'none'}; reasons: {'; '.join(self.reasons) or 'none'}"
+            f"{self.signal} v{self.model_version}, {self.window_start} .. {self.window_end} "
+            f"({self.rows} rows): severity {self.severity.upper()}"
+            f"{'' if self.calibrated else ' (uncalibrated profile)'}; "
+            f"{len(self.drifted_features)}/{len(self.features)} features drifted "
+            f"({self.share_drifted:.0%}), prediction PSI {pred}; top: {top or 'none'}; "
+            f"reasons: {'; '.join(self.reasons) or 'none'}"
         )
 
 
-def _feature_severity(psi: float, cfg: DriftSettings) -> str:
+# ---------------------------------------------------------------------------------------
+# null critical values at the window's size
+
+
+def critical_at(sizes: list[int], values: list[float], rows: int, log_values: bool = True) -> float:
+    """A critical value at ``rows``: interpolated linearly in log n (and in the log of the
+    value, as they fall like a power of n), clamped to the calibrated sizes."""
+    x = np.log(np.asarray(sizes, dtype=np.float64))
+    y = np.asarray(values, dtype=np.float64)
+    at = math.log(max(rows, 1))
+    if not log_values:
+        return float(np.interp(at, x, y))
+    return float(np.exp(np.interp(at, x, np.log(np.maximum(y, 1e-12)))))
+
+
+def count_at(sizes: list[int], counts: list[int], rows: int) -> int:
+    """The null's drifted-feature count at ``rows``: the larger of the two calibrated sizes
+    around it (a count does not interpolate)."""
+    i = int(np.searchsorted(np.asarray(sizes), rows))
+    return int(max(counts[max(i - 1, 0)], counts[min(i, len(counts) - 1)]))
+
+
+def _feature_critical(null: dict[str, Any] | None, name: str, rows: int) -> dict[str, float]:
+    if not null or name not in null["features"]:
+        return {}
+    return {s: critical_at(null["sizes"], v, rows) for s, v in null["features"][name].items()}
+
+
+def _feature_severity(psi: float, cfg: DriftSettings, beyond_null: bool) -> str:
+    if not beyond_null:
+        return "none"  # within what the reference itself gives at this size
     if psi >= cfg.psi_significant:
         return "significant"
     if psi >= cfg.psi_moderate:
@@ -99,14 +157,29 @@ def _feature_severity(psi: float, cfg: DriftSettings) -> str:
     return "none"
 
 
-def _drifted(stats: dict[str, float], cfg: DriftSettings) -> bool:
+def _drifted(stats: dict[str, float], cfg: DriftSettings, critical: dict[str, float]) -> bool:
+    """Material by the method's threshold and, when calibrated, past its null critical value."""
     if cfg.method == "ks":
-        return (
+        material = (
             stats["ks_p_value"] < cfg.ks_p_value and stats["ks_statistic"] >= cfg.ks_min_statistic
         )
-    if cfg.method == "wasserstein":
-        return stats["wasserstein"] >= cfg.wasserstein_threshold
-    return stats["psi"] >= cfg.psi_moderate
+    elif cfg.method == "wasserstein":
+        material = stats["wasserstein"] >= cfg.wasserstein_threshold
+    else:
+        material = stats["psi"] >= cfg.psi_moderate
+    return material and _beyond_null(stats, critical)
+
+
+def _beyond_null(stats: dict[str, float], critical: dict[str, float]) -> bool:
+    """Past the null critical value of any of the three distances (True when uncalibrated)."""
+    return not critical or any(stats[s] > c for s, c in critical.items())
+
+
+def _accuracy_p_value(correct: int, matured: int, holdout: float) -> float:
+    """One-sided binomial p-value of ``correct`` hits in ``matured`` at the holdout accuracy."""
+    from scipy.stats import binom
+
+    return float(binom.cdf(correct, matured, min(max(holdout, 1e-9), 1 - 1e-9)))
 
 
 def assess(
@@ -123,49 +196,96 @@ def assess(
     ``outcomes``: (matured labels, the champion's scores on those rows); ``holdout``: the
     champion's holdout figures (``accuracy``, ``brier``) from its evaluation report.
     """
+    null = profile.get("null")
+    if not null:
+        log.warning(
+            "drift: the reference profile (version %s) has no null critical values: severity "
+            "by the fixed thresholds alone, which call noise drift on small windows; "
+            "retrain to get a calibrated profile",
+            profile.get("profile_version", 1),
+        )
+    rows = len(current)
     features: list[dict[str, Any]] = []
     for name in names:
         stats = column_drift(profile["features"][name], current[name].to_numpy())
+        critical = _feature_critical(null, name, int(stats["rows"]))
         features.append(
             {
                 "feature": name,
                 **stats,
-                "severity": _feature_severity(stats["psi"], cfg),
-                "drifted": _drifted(stats, cfg),
+                **{CRITICAL_COLUMNS[s]: critical.get(s) for s in CRITICAL_COLUMNS},
+                "severity": _feature_severity(stats["psi"], cfg, _beyond_null(stats, critical)),
+                "drifted": _drifted(stats, cfg, critical),
             }
         )
     drifted: list[str] = [str(f["feature"]) for f in features if f["drifted"]]
     share = len(drifted) / len(features) if features else 0.0
     top = sorted(features, key=lambda f: f["psi"], reverse=True)[:10]
-    prediction_psi = None
+    # More drifted features than the null reaches at this size (at `significance`), or any
+    # count when uncalibrated.
+    null_count = (
+        count_at(null["sizes"], null["drifted_count"], rows)
+        if null and "drifted_count" in null
+        else None
+    )
+    many = null_count is None or len(drifted) > null_count
+    prediction_psi = prediction_critical = None
     if scores is not None and profile.get("score"):
         prediction_psi = column_drift(profile["score"], scores)["psi"]
-    accuracy = brier = drop = None
+        if null and null.get("score"):
+            prediction_critical = critical_at(null["sizes"], null["score"]["psi"], len(scores))
+    accuracy = brier = drop = p_value = drop_critical = None
     matured = 0
     if outcomes is not None:
         labels, probs = outcomes
         matured = len(labels)
         if matured >= cfg.min_outcomes:
-            accuracy = float(np.mean((probs > 0.5) == (labels == 1)))
+            hits = (probs > 0.5) == (labels == 1)
+            accuracy = float(np.mean(hits))
             brier = float(np.mean((probs - labels) ** 2))
             if holdout and holdout.get("accuracy") is not None:
                 drop = float(holdout["accuracy"]) - accuracy
+                p_value = _accuracy_p_value(int(hits.sum()), matured, float(holdout["accuracy"]))
+                if null and null.get("accuracy_drop"):
+                    drop_critical = critical_at(
+                        null["sizes"], null["accuracy_drop"], matured, log_values=False
+                    )
     reasons_high, reasons_medium = [], []
-    if share >= cfg.share_high:
-        reasons_high.append(f"{share:.0%} of features drifted (>= {cfg.share_high:.0%})")
-    elif share >= cfg.share_medium:
-        reasons_medium.append(f"{share:.0%} of features drifted (>= {cfg.share_medium:.0%})")
-    if prediction_psi is not None:
+    beyond = "" if null_count is None else f"; the reference reaches {null_count} at this size"
+    if share >= cfg.share_high and many:
+        reasons_high.append(f"{share:.0%} of features drifted (>= {cfg.share_high:.0%}{beyond})")
+    elif share >= cfg.share_medium and many:
+        reasons_medium.append(
+            f"{share:.0%} of features drifted (>= {cfg.share_medium:.0%}{beyond})"
+        )
+    if prediction_psi is not None and (
+        prediction_critical is None or prediction_psi > prediction_critical
+    ):
+        text = f"prediction PSI {prediction_psi:.3f}"
+        if prediction_critical is not None:
+            text += f" (reference windows of this size reach {prediction_critical:.3f})"
         if prediction_psi >= cfg.psi_significant:
-            reasons_high.append(f"prediction PSI {prediction_psi:.3f} >= {cfg.psi_significant}")
+            reasons_high.append(f"{text} >= {cfg.psi_significant}")
         elif prediction_psi >= cfg.psi_moderate:
-            reasons_medium.append(f"prediction PSI {prediction_psi:.3f} >= {cfg.psi_moderate}")
-    if drop is not None:
-        text = f"accuracy {accuracy:.3f} vs holdout {holdout['accuracy']:.3f}"  # type: ignore[index]
+            reasons_medium.append(f"{text} >= {cfg.psi_moderate}")
+    # A drop counts when it is unlikely at the holdout accuracy (binomial, independent
+    # labels) and beyond what reference windows of as many labels show (autocorrelated
+    # labels), and large enough to matter.
+    significant_drop = (
+        drop is not None
+        and p_value is not None
+        and p_value < cfg.significance
+        and (drop_critical is None or drop > drop_critical)
+    )
+    if significant_drop and drop is not None and holdout:
+        text = (
+            f"accuracy {accuracy:.3f} vs holdout {holdout['accuracy']:.3f} on {matured} "
+            f"matured labels (one-sided p {p_value:.2g}): down {drop * 100:.1f} points"
+        )
         if drop >= cfg.accuracy_drop_high:
-            reasons_high.append(f"{text}: down {drop * 100:.1f} points")
+            reasons_high.append(text)
         elif drop >= cfg.accuracy_drop_medium:
-            reasons_medium.append(f"{text}: down {drop * 100:.1f} points")
+            reasons_medium.append(text)
     if reasons_high:
         severity, reasons = "high", reasons_high + reasons_medium
     elif reasons_medium:
@@ -176,23 +296,67 @@ def assess(
     else:
         severity, reasons = "none", []
     return {
+        "calibrated": bool(null),
         "severity": severity,
         "share_drifted": share,
         "drifted_features": drifted,
+        "drifted_count_critical": null_count,
         "top_features": [
             {k: f[k] for k in ("feature", "psi", "ks_statistic", "wasserstein", "severity")}
             for f in top
-            if f["psi"] >= cfg.psi_moderate or f["drifted"]
+            if f["drifted"] or f["severity"] != "none"
         ],
         "prediction_psi": prediction_psi,
+        "prediction_psi_critical": prediction_critical,
         "accuracy": accuracy,
         "brier": brier,
         "accuracy_drop": drop,
+        "accuracy_p_value": p_value,
         "matured_rows": matured,
         "reasons": reasons,
         "recommendations": RECOMMENDATIONS[severity],
         "features": features,
     }
+
+
+def null_alarm_rate(
+    profile: dict[str, Any],
+    reference: pd.DataFrame,
+    names: list[str],
+    cfg: DriftSettings,
+    rows: int,
+    draws: int = 200,
+    seed: int = 0,
+    scores: np.ndarray | None = None,
+    holdout: dict[str, float] | None = None,
+    label: str | None = None,
+) -> float:
+    """Share of windows of ``rows`` contiguous reference rows (in ``ts``, ``symbol`` order)
+    that ``assess`` calls medium or high: the false-alarm rate the calibration bounds.
+
+    ``scores`` (aligned with ``reference``) adds prediction drift; ``label`` (a column of
+    ``reference``) with ``holdout`` adds label drift on the rows where it is known.
+    """
+    if not 0 < rows <= len(reference):
+        raise ValueError(f"windows of {rows} rows do not fit {len(reference)} reference rows")
+    order = np.arange(len(reference))
+    if "ts" in reference and not reference["ts"].is_monotonic_increasing:
+        keys = ["ts", "symbol"] if "symbol" in reference else ["ts"]
+        order = np.asarray(reference.reset_index(drop=True).sort_values(keys, kind="stable").index)
+    frame = reference.iloc[order].reset_index(drop=True)
+    ordered = None if scores is None else np.asarray(scores)[order]
+    starts = np.random.default_rng(seed).integers(0, len(frame) - rows + 1, draws)
+    alarms = 0
+    for first in starts:
+        window = frame.iloc[first : first + rows]
+        window_scores = None if ordered is None else ordered[first : first + rows]
+        outcomes = None
+        if label is not None and window_scores is not None:
+            known = window[label].notna().to_numpy()
+            outcomes = (window[label].to_numpy(np.float64)[known], window_scores[known])
+        verdict = assess(profile, window, names, cfg, window_scores, outcomes, holdout)
+        alarms += SEVERITIES.index(verdict["severity"]) >= SEVERITIES.index("medium")
+    return alarms / draws
 
 
 # ---------------------------------------------------------------------------------------
@@ -235,43 +399,68 @@ def load_champion(settings: Settings, signal: str, work: Path) -> Champion | Non
     )
 
 
+def read_window(
+    settings: Settings, spec: dict[str, Any], end: datetime, window_bars: int, columns: list[str]
+) -> pd.DataFrame:
+    """Each symbol's last ``window_bars`` feature rows before ``end`` (rows missing a
+    feature dropped), in (ts, symbol) order: the store is read over the calendar span that
+    surely holds that many bars, ``[end - market_calendar.span_for(window_bars), end)``."""
+    from signalops.features.offline_store import OfflineStore
+
+    names = list(spec["names"])
+    start = end - settings.market.market_calendar.span_for(window_bars)
+    frame = OfflineStore(settings.lake_dir).read(
+        spec["feature_set_version"], start=start, end=end, columns=columns
+    )
+    frame = frame.dropna(subset=names)
+    frame = frame.sort_values(["symbol", "ts"], kind="stable").groupby("symbol").tail(window_bars)
+    return frame.sort_values(["ts", "symbol"], kind="stable").reset_index(drop=True)
+
+
 def run_check(
     settings: Settings,
     end: datetime,
-    window_hours: float | None = None,
+    window_bars: int | None = None,
     signal: str | None = None,
 ) -> DriftCheck:
-    """Check ``[end - window, end)`` against the champion; persist it; decide on alerting."""
+    """Check each symbol's last ``window_bars`` bars before ``end`` against the champion;
+    persist it; decide on alerting."""
     from signalops.features.definitions import LABEL_UP
-    from signalops.features.offline_store import OfflineStore
     from signalops.onnx_model import load_session, predict_onnx
 
     cfg = settings.drift
     signal = signal or settings.signal_name
-    hours = window_hours or cfg.window_hours
-    start = end - timedelta(hours=hours)
+    bars = int(window_bars or cfg.window_bars)
+    start = end - settings.market.market_calendar.span_for(bars)
     work = settings.state_dir / "drift" / "champion"
     champion = load_champion(settings, signal, work)
-    window = (start.isoformat(), end.isoformat())
     if champion is None:
-        check = DriftCheck(signal, "", *window, 0, "skipped", "no champion registered yet")
-        return check
+        return DriftCheck(
+            signal,
+            "",
+            start.isoformat(),
+            end.isoformat(),
+            0,
+            "skipped",
+            "no champion registered yet",
+            window_bars=bars,
+        )
     names = list(champion.spec["names"])
-    current = OfflineStore(settings.lake_dir).read(
-        champion.spec["feature_set_version"], start=start, end=end, columns=[*names, LABEL_UP]
-    )
-    current = current.dropna(subset=names)
+    current = read_window(settings, champion.spec, end, bars, [*names, LABEL_UP])
+    if len(current):  # the window starts at its first bar, not at the span read
+        start = pd.Timestamp(current["ts"].min()).to_pydatetime()
+    window = (start.isoformat(), end.isoformat())
     if len(current) < cfg.min_rows:
-        check = DriftCheck(
+        return DriftCheck(
             signal,
             champion.version,
             *window,
             len(current),
             "skipped",
-            f"only {len(current)} feature rows in {window[0]} .. {window[1]} "
-            f"(drift.min_rows is {cfg.min_rows}): too few to judge, no verdict",
+            f"only {len(current)} feature rows in the last {bars} bars of each symbol before "
+            f"{window[1]} (drift.min_rows is {cfg.min_rows}): too few to judge, no verdict",
+            window_bars=bars,
         )
-        return check
     session = load_session(champion.model_path)
     scores = predict_onnx(session, current[names].to_numpy(np.float32))
     matured = current[LABEL_UP].notna().to_numpy()
@@ -283,6 +472,7 @@ def run_check(
         *window,
         len(current),
         "checked",
+        window_bars=bars,
         holdout_accuracy=champion.holdout.get("accuracy"),
         holdout_brier=champion.holdout.get("brier"),
         **verdict,
@@ -292,33 +482,42 @@ def run_check(
     return check
 
 
+def _key(check: DriftCheck) -> dict[str, Any]:
+    """The warehouse key of a check: windows of different lengths never share a row."""
+    return {
+        "signal_name": check.signal,
+        "model_version": check.model_version,
+        "window_start": pd.Timestamp(check.window_start).to_pydatetime(),
+        "window_end": pd.Timestamp(check.window_end).to_pydatetime(),
+    }
+
+
 def persist(settings: Settings, check: DriftCheck, report_path: str | None = None) -> bool:
     """Write the check (replacing a previous check of the same window); return whether it
     should alert: medium or high, and no alert of at least this severity for this signal
-    within ``drift.realert_hours`` before (an ongoing drift alerts once, not hourly)."""
+    (any window length) ending within ``drift.realert_hours`` before this window's end (an
+    ongoing drift alerts once, not hourly, and once for all the window lengths checked)."""
     import sqlalchemy as sa
 
     from signalops.warehouse import Warehouse, drift_checks_table, drift_features_table
 
     cfg = settings.drift
-    end = pd.Timestamp(check.window_end).to_pydatetime()
-    key = {"signal_name": check.signal, "model_version": check.model_version, "window_end": end}
+    key = _key(check)
+    end = key["window_end"]
     rank = SEVERITIES.index(check.severity)
     with Warehouse(settings.warehouse_url) as warehouse:
         warehouse.create_all()
         t = drift_checks_table
+        same = [t.c[k] == v for k, v in key.items()]
         with warehouse.engine.begin() as conn:
-            previous = conn.execute(
-                sa.select(t.c.alerted, t.c.report_path).where(
-                    *(t.c[k] == v for k, v in key.items())
-                )
-            ).first()
+            previous = conn.execute(sa.select(t.c.alerted, t.c.report_path).where(*same)).first()
             recent = conn.execute(
                 sa.select(t.c.severity).where(
                     t.c.signal_name == check.signal,
                     t.c.alerted.is_(True),
                     t.c.window_end >= end - timedelta(hours=cfg.realert_hours),
-                    t.c.window_end < end,
+                    t.c.window_end <= end,
+                    sa.not_(sa.and_(*same)),
                 )
             ).fetchall()
             already = previous is not None and bool(previous.alerted)
@@ -331,9 +530,10 @@ def persist(settings: Settings, check: DriftCheck, report_path: str | None = Non
                 [
                     {
                         **key,
-                        "window_start": pd.Timestamp(check.window_start).to_pydatetime(),
+                        "window_bars": check.window_bars or None,
                         "checked_at": datetime.now(UTC),
                         "rows": check.rows,
+                        "calibrated": check.calibrated,
                         "severity": check.severity,
                         "share_drifted": check.share_drifted,
                         "prediction_psi": check.prediction_psi,
@@ -347,22 +547,24 @@ def persist(settings: Settings, check: DriftCheck, report_path: str | None = Non
                     }
                 ],
             )
-            conn.execute(
-                drift_features_table.insert(),
-                [
-                    {
-                        **key,
-                        "feature": f["feature"],
-                        "psi": f["psi"],
-                        "ks_statistic": f["ks_statistic"],
-                        "ks_p_value": f["ks_p_value"],
-                        "wasserstein": f["wasserstein"],
-                        "severity": f["severity"],
-                        "drifted": bool(f["drifted"]),
-                    }
-                    for f in check.features
-                ],
-            )
+            if check.features:
+                conn.execute(
+                    drift_features_table.insert(),
+                    [
+                        {
+                            **key,
+                            "feature": f["feature"],
+                            "psi": f["psi"],
+                            "ks_statistic": f["ks_statistic"],
+                            "ks_p_value": f["ks_p_value"],
+                            "wasserstein": f["wasserstein"],
+                            **{c: f.get(c) for c in CRITICAL_COLUMNS.values()},
+                            "severity": f["severity"],
+                            "drifted": bool(f["drifted"]),
+                        }
+                        for f in check.features
+                    ],
+                )
     return alert
 
 
@@ -375,10 +577,6 @@ def set_report_path(settings: Settings, check: DriftCheck, path: str) -> None:
     with Warehouse(settings.warehouse_url) as warehouse, warehouse.engine.begin() as conn:
         conn.execute(
             sa.update(t)
-            .where(
-                t.c.signal_name == check.signal,
-                t.c.model_version == check.model_version,
-                t.c.window_end == pd.Timestamp(check.window_end).to_pydatetime(),
-            )
+            .where(*(t.c[k] == v for k, v in _key(check).items()))
             .values(report_path=path)
         )

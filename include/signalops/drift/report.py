@@ -55,13 +55,16 @@ def write_report(
     cur = current[names].sample(min(rows, len(current)), random_state=0).reset_index(drop=True)
     ref = reference_sample(settings, champion, rows)
     snapshot = Report([DataDriftPreset(method="psi")]).run(current_data=cur, reference_data=ref)
-    stamp = pd.Timestamp(check.window_end).strftime("%Y%m%dT%H%M%S")
+    # the window's start and end: windows of different lengths that end together differ
+    first, last = (
+        pd.Timestamp(t).strftime("%Y%m%dT%H%M%S") for t in (check.window_start, check.window_end)
+    )
     path = (
         settings.state_dir.resolve()
         / "drift"
         / "reports"
         / check.signal
-        / f"v{check.model_version}_{stamp}.html"
+        / f"v{check.model_version}_{first}_{last}.html"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.html")
@@ -74,22 +77,24 @@ def write_report(
 
 
 def log_to_mlflow(settings: Settings, check: DriftCheck, report: Path) -> str:
-    """One MLflow run per (model version, window): a rerun of the window reuses it."""
+    """One MLflow run per (model version, window start and end): a rerun of the window
+    reuses it."""
     import json
     import tempfile
 
     from signalops.registry import Registry
 
     registry = Registry(settings, check.signal)
-    window = f"v{check.model_version}/{check.window_end}"
+    window = f"v{check.model_version}/{check.window_start}/{check.window_end}"
     run_id = registry.find_run(WINDOW_TAG, window, kind="drift") or registry.start_run(
-        f"drift v{check.model_version} {check.window_end}",
+        f"drift v{check.model_version} {check.window_start} .. {check.window_end}",
         {WINDOW_TAG: window, "signalops.model_version": check.model_version},
         kind="drift",
     )
     metrics = {
         "share_drifted": check.share_drifted,
         "rows": float(check.rows),
+        "window_bars": float(check.window_bars),
         "severity_rank": float(("none", "low", "medium", "high").index(check.severity)),
     }
     for name in ("prediction_psi", "accuracy", "accuracy_drop", "brier"):

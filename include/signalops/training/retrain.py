@@ -483,7 +483,12 @@ def _champion_scores(
 def evaluate(settings: Settings, run_dir: Path) -> StepResult:
     """Challenger vs champion vs naive baseline on the holdout; the gate; SHAP; profile."""
     from signalops.drift.profile import build_profile, save_profile
-    from signalops.evaluation.report import Scored, baseline_probability, markdown
+    from signalops.evaluation.report import (
+        Scored,
+        annualization_of,
+        baseline_probability,
+        markdown,
+    )
     from signalops.evaluation.report import evaluate as evaluate_models
     from signalops.features.definitions import get_feature_set
     from signalops.registry import Registry
@@ -496,11 +501,16 @@ def evaluate(settings: Settings, run_dir: Path) -> StepResult:
     train_y = dataset.y[split.train]
     p_base = baseline_probability(train_y)
     champion, p_champion, note = _champion_scores(settings, run_dir, dataset, scores, split)
+    # Bars per year from the whole dataset (not just the holdout): a longer span gives a
+    # steadier count of the bars the market really fills (weekends, holidays, FX hours).
+    annual = annualization_of(
+        dataset.frame["ts"], dataset.frame["symbol"], settings.market.market_calendar
+    )
     report = evaluate_models(
         cfg,
         scores,
         dataset.horizon_bars,
-        int(dataset.bar.total_seconds() // 60),
+        annual,
         Scored("challenger", scores["p_onnx"].to_numpy()),
         Scored("baseline", np.full(len(scores), p_base)),
         Scored("champion", p_champion, champion.version) if p_champion is not None else None,
@@ -533,7 +543,16 @@ def evaluate(settings: Settings, run_dir: Path) -> StepResult:
     train_scores = booster.predict(
         xgb.DMatrix(x[split.train], feature_names=onnx_feature_names(len(names)))
     )
-    profile = build_profile(dataset.frame.iloc[split.train], names, scores=train_scores)
+    # with the null critical values of the drift statistics on windows of these rows
+    profile = build_profile(
+        dataset.frame.iloc[split.train],
+        names,
+        scores=train_scores,
+        labels=train_y,
+        quantile=settings.drift.null_quantile,
+        blocks=settings.drift.null_blocks,
+        significance=settings.drift.significance,
+    )
     profile["feature_set_version"] = dataset.feature_set_version
     save_profile(profile, run_dir / c.REFERENCE_PROFILE)
     spec = get_feature_set(dataset.feature_set_version).spec(dataset.horizon_bars)
