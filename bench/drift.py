@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -218,16 +219,11 @@ def goog_reference() -> tuple[pd.DataFrame, list[str], dict]:
     from signalops.features.definitions import get_feature_set
 
     settings = Settings(market={"bar_minutes": 1440})
-    raw = pd.read_csv(
-        Path(backtesting.__file__).parent / "test" / "GOOG.csv", index_col=0, parse_dates=True
-    )
-    bars = pd.DataFrame(
-        {
-            "symbol": "GOOG",
-            "ts": pd.DatetimeIndex(raw.index).tz_localize("UTC"),
-            **{c.lower(): raw[c].to_numpy(np.float64) for c in ("Open", "High", "Low", "Close")},
-            "volume": raw["Volume"].to_numpy(np.float64),
-        }
+    from signalops.data.sources import FileSource
+
+    path = Path(backtesting.__file__).parent / "test" / "GOOG.csv"
+    bars = FileSource(str(path), "csv").fetch(
+        datetime(2000, 1, 1, tzinfo=UTC), datetime(2020, 1, 1, tzinfo=UTC)
     )
     feature_set = get_feature_set(settings.features.feature_set_version)
     features = compute_features(bars, feature_set, settings.features.horizon_bars)

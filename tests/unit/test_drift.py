@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import pathlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from signalops.drift.stats import (
 )
 from signalops.features.compute import compute_features
 from signalops.features.definitions import LABEL_UP, get_feature_set
+from tests.real_data import real_bars
 
 RNG = np.random.default_rng(20261127)
 CFG = Settings().drift  # 5-minute bars: window 288 bars, min_rows 200, min_outcomes 100
@@ -230,18 +230,7 @@ def synthetic_features() -> tuple[pd.DataFrame, list[str]]:
 @pytest.fixture(scope="module")
 def goog_features() -> tuple[pd.DataFrame, list[str]]:
     """GOOG daily bars 2004-08 .. 2013-03 (the backtesting package's test data): d1."""
-    import backtesting
-
-    path = pathlib.Path(backtesting.__file__).parent / "test" / "GOOG.csv"
-    raw = pd.read_csv(path, index_col=0, parse_dates=True)
-    bars = pd.DataFrame(
-        {
-            "symbol": "GOOG",
-            "ts": pd.DatetimeIndex(raw.index).tz_localize("UTC"),
-            **{c.lower(): raw[c].to_numpy(np.float64) for c in ("Open", "High", "Low", "Close")},
-            "volume": raw["Volume"].to_numpy(np.float64),
-        }
-    )
+    bars = real_bars("GOOG.csv")  # through the project's own CSV source
     feature_set = get_feature_set(DAILY.features.feature_set_version)
     features = compute_features(bars, feature_set, DAILY.features.horizon_bars)
     return _ordered(features, feature_set.names), feature_set.names
