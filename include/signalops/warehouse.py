@@ -182,7 +182,25 @@ class Warehouse:
         return self.engine.dialect.name
 
     def create_all(self) -> None:
+        self._rebuild_outdated_drift_tables()
         metadata.create_all(self.engine)
+
+    def _rebuild_outdated_drift_tables(self) -> None:
+        """Drift checks are derived data (a rerun of the monitor recomputes them): tables of an
+        older schema (keyed by window end only) are dropped, to be created anew."""
+        inspector = sa.inspect(self.engine)
+        if not inspector.has_table(drift_checks_table.name):
+            return
+        columns = {c["name"] for c in inspector.get_columns(drift_checks_table.name)}
+        if set(drift_checks_table.c.keys()) <= columns:
+            return
+        log.warning(
+            "warehouse: drift_checks/drift_features have an older schema (%s missing): "
+            "dropped and created anew; rerun drift_monitor for past windows if needed",
+            sorted(set(drift_checks_table.c.keys()) - columns),
+        )
+        for table in (drift_features_table, drift_checks_table):
+            table.drop(self.engine, checkfirst=True)
 
     def dispose(self) -> None:
         self.engine.dispose()

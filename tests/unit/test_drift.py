@@ -378,3 +378,33 @@ def test_windows_that_end_together_keep_their_own_rows(tmp_path: Path) -> None:
         (252, "year.html", False),
     ]
     assert len(features) == 2
+
+
+def test_drift_tables_of_an_older_schema_are_rebuilt(tmp_path: Path) -> None:
+    """A warehouse from before window-keyed checks: its drift tables are created anew."""
+    import sqlalchemy as sa
+
+    from signalops.warehouse import Warehouse, drift_checks_table
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE drift_checks (signal_name TEXT, model_version TEXT, "
+                "window_end TEXT, severity TEXT, PRIMARY KEY (signal_name, model_version, "
+                "window_end))"
+            )
+        )
+        conn.execute(sa.text("INSERT INTO drift_checks VALUES ('s', '1', '2026-01-01', 'high')"))
+    engine.dispose()
+    with Warehouse(url) as warehouse:
+        warehouse.create_all()
+        warehouse.create_all()  # idempotent once upgraded
+        inspector = sa.inspect(warehouse.engine)
+        assert {c["name"] for c in inspector.get_columns("drift_checks")} == set(
+            drift_checks_table.c.keys()
+        )
+        key = inspector.get_pk_constraint("drift_checks")["constrained_columns"]
+        assert "window_start" in key and "window_end" in key
+        assert inspector.has_table("bars")  # the rest is created as before
