@@ -1,4 +1,5 @@
-"""The whole chain on real market data, through the real DAGs (``airflow dags test``).
+"""The whole chain on real market data, through the real DAGs (``airflow dags test``):
+daily bars here, hourly bars in ``test_real_markets_hourly.py``.
 
 Daily GOOG (2004-2013, an exchange calendar with holidays) and hourly EURUSD (2017-2018,
 weekends), as shipped by the PyPI package ``backtesting``, with only the four market
@@ -85,10 +86,9 @@ def _newest_evaluation(state: Path) -> dict:
     return json.loads(reports[-1].read_text())
 
 
-@pytest.mark.parametrize("name", sorted(MARKETS))
-def test_real_market_chain_with_four_settings(
-    name: str, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def run_chain(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The chain on one market (each market's test lives in its own module, so that the
+    two run on different pytest-xdist workers)."""
     market = MARKETS[name]
     tmp = tmp_path_factory.mktemp(f"real-{name}")
     stack: AirflowStack = _stack(tmp, f"sqlite:///{tmp / 'airflow.db'}", None)
@@ -148,3 +148,7 @@ def test_real_market_chain_with_four_settings(
         print(f"{name} drift {r.window_start} .. {r.window_end}: {r.severity} {r.reasons}")
     if market.shifted_end:
         assert [r.severity for r in checks] == ["none", "high"]  # calm first, then 2008
+
+
+def test_daily_market_chain_with_four_settings(tmp_path_factory: pytest.TempPathFactory) -> None:
+    run_chain("daily", tmp_path_factory)
