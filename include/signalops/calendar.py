@@ -139,11 +139,15 @@ def observed_bars_per_year(ts: pd.Series, symbols: pd.Series | None = None) -> f
     return float(np.median(rates)) if rates else None
 
 
-def annualization(ts: pd.Series, symbols: pd.Series | None, calendar: MarketCalendar) -> float:
-    """Bars per year to annualize with: observed in the data, else the calendar's."""
+def annualization(
+    ts: pd.Series, symbols: pd.Series | None, calendar: MarketCalendar
+) -> tuple[float, Literal["observed", "calendar"]]:
+    """Bars per year to annualize with, and where it came from: ``observed`` in the data,
+    else the ``calendar``'s count."""
     observed = observed_bars_per_year(ts, symbols)
-    value = observed if observed is not None else calendar.periods_per_year()
-    return float(value) if math.isfinite(value) and value > 0 else calendar.periods_per_year()
+    if observed is not None and math.isfinite(observed) and observed > 0:
+        return float(observed), "observed"
+    return calendar.periods_per_year(), "calendar"
 
 
 def parse_hhmm(value: str, what: str) -> time:

@@ -39,11 +39,7 @@ def annualization_of(
     ts: pd.Series, symbols: pd.Series | None, calendar: MarketCalendar
 ) -> Annualization:
     """Bars per year observed in the data (~252 for daily weekday bars), else the calendar's."""
-    value = annualization(ts, symbols, calendar)
-    # One pass over the data (it can be millions of rows): the fallback is exactly the
-    # calendar's figure, which a count of real bars does not hit to the last bit.
-    fallback = calendar.periods_per_year()
-    return Annualization(value, "calendar" if value == fallback else "observed")
+    return Annualization(*annualization(ts, symbols, calendar))
 
 
 def baseline_probability(train_y: np.ndarray) -> float:
