@@ -4,20 +4,27 @@ Embedded default: a SQLite tracking + registry store and local artifacts under t
 dir; ``mlflow.tracking_uri`` in config points it at a server instead. Aliases only, never
 stages; aliases resolve with ``get_model_version_by_alias``. Importing this package does
 not import MLflow: the client is built when a :class:`Registry` is created.
+
+The writes the sidecar serves from (aliases, the canary-weight tag) are followed by a
+notification on Redis when ``online_store.redis_url`` is set (``registry.events``), so
+sidecars swap within about a second instead of at their next poll.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from signalops.config import Settings
-from signalops.registry.contracts import CANARY_WEIGHT_TAG, MODEL_DIR
+from signalops.registry import events
+from signalops.registry.contracts import CANARY_WEIGHT_TAG, FEATURE_SPEC, MODEL_DIR
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,15 @@ class Registry:
         if settings.mlflow.tracking_uri is None:
             settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        online = settings.online_store
+        self._events = (
+            events.publisher(online.redis_url, online.key_prefix) if online.redis_url else None
+        )
+
+    def _notify(self, change: str, **details: str | None) -> None:
+        """Tell the sidecars to look again (after the write: never instead of it)."""
+        if self._events is not None:
+            self._events.publish(self.name, change, **details)
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -192,11 +208,13 @@ class Registry:
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.name, alias, str(version))
         log.info("registry: %s@%s -> version %s", self.name, alias, version)
+        self._notify(events.ALIAS_SET, alias=alias, version=str(version))
 
     def delete_alias(self, alias: str) -> None:
         if alias in self.aliases():
             self.client.delete_registered_model_alias(self.name, alias)
             log.info("registry: %s@%s removed", self.name, alias)
+            self._notify(events.ALIAS_DELETED, alias=alias)
 
     def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
@@ -207,6 +225,8 @@ class Registry:
 
     def set_model_tag(self, key: str, value: str) -> None:
         self.client.set_registered_model_tag(self.name, key, value)
+        if key == CANARY_WEIGHT_TAG:  # the only model tag the sidecar serves from
+            self._notify(events.CANARY_WEIGHT, value=value)
 
     def find_version(self, tag: str, value: str) -> VersionInfo | None:
         """The newest version whose tag ``tag`` equals ``value`` (a scan: versions are few)."""
@@ -237,3 +257,11 @@ class Registry:
         run_id, path = self._source(version)
         dst.mkdir(parents=True, exist_ok=True)
         return Path(self.client.download_artifacts(run_id, f"{path}/{name}", str(dst)))
+
+    def feature_spec(self, version: str) -> dict[str, Any]:
+        """A version's feature spec (``feature_spec.json``: feature set, ordered names)."""
+        with tempfile.TemporaryDirectory(prefix="signalops-spec-") as tmp:
+            spec: dict[str, Any] = json.loads(
+                self.download_file(version, FEATURE_SPEC, Path(tmp)).read_text()
+            )
+        return spec

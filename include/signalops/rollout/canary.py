@@ -20,6 +20,12 @@ registry with idempotent calls (aliases, the canary-weight tag). A run killed in
 leaves a row whose registry side the next tick re-applies, then completes. Promotion
 sets ``previous-champion`` before it moves ``champion``; an alias points at one version,
 so there is always exactly one champion.
+
+A challenger whose inputs differ from the champion's (feature set, feature names or their
+order, from each version's ``feature_spec.json``) is called out when its rollout starts
+and when it is promoted, as is a manual rollback to a version with other inputs: callers
+that send features inline must send the other ones. The row's history entry carries the
+difference (``inputs``) and the Slack alert says it.
 """
 
 from __future__ import annotations
@@ -161,6 +167,46 @@ def judge(
 
 
 # ---------------------------------------------------------------------------------------
+# inputs of two versions (pure)
+
+
+def input_difference(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
+    """How ``new``'s feature spec differs from ``old``'s: feature set, names added and
+    removed, same names in another order; None when they take the same inputs."""
+    old_names, new_names = list(old.get("names", [])), list(new.get("names", []))
+    old_set, new_set = (
+        str(old.get("feature_set_version", "?")),
+        str(new.get("feature_set_version", "?")),
+    )
+    if old_set == new_set and old_names == new_names:
+        return None
+    return {
+        "feature_set": [old_set, new_set],
+        "added": [n for n in new_names if n not in old_names],
+        "removed": [n for n in old_names if n not in new_names],
+        "reordered": sorted(old_names) == sorted(new_names) and old_names != new_names,
+    }
+
+
+def describe_input_change(diff: dict[str, Any], new: str, old: str) -> str:
+    """One sentence, e.g. "challenger v5 takes other inputs than champion v4: feature set
+    v1 -> v2; added [a], removed [b]"."""
+    old_set, new_set = diff["feature_set"]
+    parts = [
+        f"feature set {old_set} -> {new_set}" if old_set != new_set else f"feature set {new_set}"
+    ]
+    if diff["added"]:
+        parts.append(f"added {diff['added']}")
+    if diff["removed"]:
+        parts.append(f"removed {diff['removed']}")
+    if diff["reordered"]:
+        parts.append("the same features in another order")
+    if not (diff["added"] or diff["removed"] or diff["reordered"]):
+        parts.append("the same feature names")
+    return f"{new} takes other inputs than {old}: " + "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------
 # the state machine (warehouse row + registry)
 
 
@@ -199,7 +245,11 @@ class Canary:
             return [dict(r) for r in found]
 
     def _write(
-        self, row: dict[str, Any], event: str, numbers: dict[str, Any] | None = None
+        self,
+        row: dict[str, Any],
+        event: str,
+        numbers: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
     ) -> None:
         now = datetime.now(UTC)
         row["updated_at"] = now
@@ -213,6 +263,7 @@ class Canary:
                 "weight": row["weight"],
                 "reason": row["reason"],
                 **({"numbers": numbers} if numbers else {}),
+                **({"inputs": inputs} if inputs else {}),
             },
         ]
         t = rollouts_table
@@ -227,6 +278,26 @@ class Canary:
             send_alert(Alert(title=title, text=text, severity=severity), self.settings.alerts)  # type: ignore[arg-type]
         except AlertError as exc:
             log.error("could not send the rollout alert: %s", exc)
+
+    def _inputs(
+        self, old: str | None, new: str, old_label: str, new_label: str
+    ) -> dict[str, Any] | None:
+        """The input difference of version ``new`` from ``old`` with its sentence (``text``),
+        or None when they take the same inputs. Not knowing must not stop a rollout: a spec
+        that cannot be read is logged and treated as no difference."""
+        if old is None or old == new:
+            return None
+        try:
+            diff = input_difference(
+                self.registry.feature_spec(old), self.registry.feature_spec(new)
+            )
+        except Exception as exc:  # MLflow or artifact store errors, a malformed spec
+            log.warning("%s: inputs of v%s and v%s not compared: %s", self.signal, old, new, exc)
+            return None
+        if diff is None:
+            return None
+        text = describe_input_change(diff, f"{new_label} v{new}", f"{old_label} v{old}")
+        return {old_label: old, new_label: new, **diff, "text": text}
 
     # -- registry side (idempotent) -------------------------------------------------------
 
@@ -284,7 +355,8 @@ class Canary:
             reason or f"manual rollback: v{current} -> v{target}",
             datetime.now(UTC),
         )
-        self._write(row, "manual rollback requested")
+        inputs = self._inputs(current, str(target), "champion", "restored")
+        self._write(row, "manual rollback requested", inputs=inputs)
         if current is not None:
             self.registry.set_alias(c.ALIAS_PREVIOUS_CHAMPION, current)
         self.registry.set_alias(c.ALIAS_CHAMPION, str(target))
@@ -292,7 +364,8 @@ class Canary:
         self._write(row, "champion alias moved")
         self._alert(
             f"signalops: {self.signal} rolled back to v{target}",
-            f"{row['reason']}. v{current} is now previous-champion.",
+            f"{row['reason']}. v{current} is now previous-champion."
+            + (f" {inputs['text']}." if inputs else ""),
             "warning",
         )
         return {
@@ -347,13 +420,17 @@ class Canary:
             if challenger is None or challenger == champion:
                 self._publish_weight(0.0)
                 return {"action": "idle", "reason": "no challenger"}
-            row = self._new_row(champion, challenger, "active", "started", now)
-            self._write(row, "started")
+            inputs = self._inputs(champion, challenger, "champion", "challenger")
+            reason = f"started; {inputs['text']}" if inputs else "started"
+            row = self._new_row(champion, challenger, "active", reason, now)
+            self._write(row, "started", inputs=inputs)
             self._publish_weight(row["weight"])
             self._alert(
                 f"signalops: rollout of {self.signal} v{challenger} started",
                 f"Champion v{champion}; step 0: weight {row['weight']:g}"
-                + (" (shadow)" if row["weight"] == 0 else ""),
+                + (" (shadow)" if row["weight"] == 0 else "")
+                + (f". {inputs['text']}." if inputs else ""),
+                "warning" if inputs else "info",
             )
             return {"action": "started", "rollout": row["id"], "weight": row["weight"]}
         self._publish_weight(row["weight"])  # repairs a weight a crash left unpublished
@@ -461,10 +538,15 @@ class Canary:
         if row["status"] == "promoting":
             self._apply_promotion(row)
             row.update(status="promoted", step=len(self.cfg.steps) - 1, weight=1.0)
-            self._write(row, "promoted")
+            inputs = self._inputs(
+                row["champion_version"], row["challenger_version"], "champion", "challenger"
+            )
+            self._write(row, "promoted", inputs=inputs)
             self._alert(
                 f"signalops: {self.signal} v{row['challenger_version']} promoted to champion",
-                f"v{row['champion_version']} is now previous-champion. {row['reason']}",
+                f"v{row['champion_version']} is now previous-champion. {row['reason']}"
+                + (f". {inputs['text']}." if inputs else ""),
+                "warning" if inputs else "info",
             )
             return {"action": "promoted", "rollout": row["id"]}
         self._apply_rollback(row)

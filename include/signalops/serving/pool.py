@@ -1,22 +1,33 @@
 """The model pool: the ONNX sessions the registry's aliases point at, swapped atomically.
 
 For each served signal the pool holds an immutable :class:`SignalModels` snapshot (the
-champion, the challenger when there is one, and the canary weight). A poller thread asks
-the registry every ``poll_interval_s`` which versions hold the aliases; when one changes it
-downloads the version, builds the session, checks the feature spec, warms it up, and only
-then replaces the snapshot (one reference assignment: a request reads one snapshot and
-never sees a half-loaded model). A version that fails to load is not swapped in: the old
-one keeps serving and an alert is raised.
+champion, the challenger when there is one, the canary weight, and the versions kept
+loaded after they lost their alias). When an alias moves, the pool downloads the version,
+builds the session, checks the feature spec, warms it up, and only then replaces the
+snapshot (one reference assignment: a request reads one snapshot and never sees a
+half-loaded model). A version that fails to load is not swapped in: the old one keeps
+serving and an alert is raised.
+
+Two things tell the pool to look at the registry: a notification on Redis
+(``registry.events``, when ``online_store.redis_url`` is set), which swaps within about a
+second of the write, and a poller every ``poll_interval_s``, the fallback when a
+notification is lost or Redis is away.
+
+Swaps are cheap when the version is already loaded: a challenger promoted to champion is
+the same session, and the last ``serving.retained_versions`` versions that lost their
+alias stay loaded, so a rollback to the previous champion swaps without a download. The
+loaded versions are also what callers may pin (:meth:`ModelPool.get_version`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +76,17 @@ class SignalModels:
     champion: LoadedModel | None = None
     challenger: LoadedModel | None = None
     canary_weight: float = 0.0
+    # Loaded versions that hold no alias now, the most recently demoted first: swapped
+    # back in without a download, and servable to a caller who pins the version.
+    retained: tuple[LoadedModel, ...] = ()
+
+    def versions(self) -> dict[str, LoadedModel]:
+        """version -> model of everything loaded: champion, challenger, retained."""
+        out = {m.version: m for m in self.retained}
+        for model in (self.challenger, self.champion):
+            if model is not None:
+                out[model.version] = model
+        return out
 
 
 def load_model(signal: str, version: str, folder: Path) -> LoadedModel:
@@ -115,13 +137,15 @@ def load_model(signal: str, version: str, folder: Path) -> LoadedModel:
 class PoolStats:
     reloads: int = 0
     reload_failures: int = 0
+    downloads: int = 0  # versions fetched from the registry (a reused or retained one is not)
     last_poll: float = 0.0
     last_error: str | None = None
     failed_versions: dict[str, str] = field(default_factory=dict)
 
 
 class ModelPool:
-    """Serves the registry's aliases for each signal; follows them by polling."""
+    """Serves the registry's aliases for each signal; follows them on notifications and by
+    polling."""
 
     def __init__(
         self,
@@ -136,7 +160,8 @@ class ModelPool:
         self._on_alert = on_alert
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()  # one refresh at a time (poller or admin reload)
+        self._listener: Any = None
+        self._lock = threading.Lock()  # one refresh at a time (poller, events, admin reload)
         self._cache = Path(tempfile.mkdtemp(prefix="signalops-models-"))
         self._registries: dict[str, Any] = {}
 
@@ -147,14 +172,26 @@ class ModelPool:
             self._registries[signal] = Registry(self.settings, signal)
         return self._registries[signal]
 
-    def refresh(self) -> list[str]:
-        """Check every signal's aliases once; swap in what changed. Returns what changed."""
+    def refresh(self, signals: Iterable[str] | None = None) -> list[str]:
+        """Check the aliases of ``signals`` (default: all) once; swap in what changed.
+        Returns what changed."""
         with self._lock:
             changes = []
-            for signal in self.signals:
+            for signal in self.signals if signals is None else signals:
                 changes += self._refresh_signal(signal)
             self.stats.last_poll = time.time()
             return changes
+
+    def loaded_versions(self, signal: str) -> dict[str, LoadedModel]:
+        """version -> model of every version of ``signal`` loaded now (champion, challenger,
+        retained), from one snapshot; {} for a signal the pool does not serve."""
+        models = self.models.get(signal)
+        return models.versions() if models is not None else {}
+
+    def get_version(self, signal: str, version: str) -> LoadedModel | None:
+        """A loaded version of ``signal`` (for a caller who pins it), or None when it is not
+        loaded: the pool loads what the aliases name, never on a request."""
+        return self.loaded_versions(signal).get(str(version))
 
     def _refresh_signal(self, signal: str) -> list[str]:
         registry = self._registry(signal)
@@ -164,6 +201,7 @@ class ModelPool:
         except ValueError:
             weight = 0.0
         current = self.models[signal]
+        known = current.versions()
         loaded: dict[str, LoadedModel | None] = {}
         changes = []
         for role in (c.ALIAS_CHAMPION, c.ALIAS_CHALLENGER):
@@ -177,29 +215,37 @@ class ModelPool:
             if have is not None and have.version == version:
                 loaded[role] = have
                 continue
+            was = f"v{have.version}" if have else "none"
+            if version in known:  # a promoted challenger, or a rollback to a retained one
+                loaded[role] = known[version]
+                changes.append(f"{signal}@{role}: {was} -> v{version} (already loaded)")
+                continue
             if self.stats.failed_versions.get(f"{signal}/{version}"):
                 loaded[role] = have  # known bad: keep serving the old one, do not retry
                 continue
             try:
                 folder = registry.download_version(version, self._cache / signal / version)
-                loaded[role] = load_model(signal, version, folder)
+                self.stats.downloads += 1
+                model = load_model(signal, version, folder)
             except Exception as exc:  # anything: the old model must keep serving
                 reason = f"{signal}@{role} v{version} not loaded: {exc}"
                 self.stats.reload_failures += 1
                 self.stats.last_error = reason
                 self.stats.failed_versions[f"{signal}/{version}"] = reason
-                log.error("%s; still serving %s", reason, f"v{have.version}" if have else "nothing")
+                log.error("%s; still serving %s", reason, was if have else "nothing")
                 if self._on_alert:
                     self._on_alert(f"signalops sidecar: {signal} v{version} not loaded", reason)
                 loaded[role] = have
                 continue
-            changes.append(
-                f"{signal}@{role}: {('v' + have.version) if have else 'none'} -> v{version}"
-            )
+            loaded[role] = known[version] = model
+            changes.append(f"{signal}@{role}: {was} -> v{version}")
+        champion, challenger = loaded[c.ALIAS_CHAMPION], loaded[c.ALIAS_CHALLENGER]
+        retained = self._retain(signal, current, champion, challenger)
         snapshot = SignalModels(
-            champion=loaded[c.ALIAS_CHAMPION],
-            challenger=loaded[c.ALIAS_CHALLENGER],
+            champion=champion,
+            challenger=challenger,
             canary_weight=min(1.0, max(0.0, weight)),
+            retained=retained,
         )
         if snapshot != current:
             self.models[signal] = snapshot  # the atomic swap
@@ -208,7 +254,30 @@ class ModelPool:
                 log.info("model pool: %s", "; ".join(changes))
         return changes
 
+    def _retain(
+        self,
+        signal: str,
+        current: SignalModels,
+        champion: LoadedModel | None,
+        challenger: LoadedModel | None,
+    ) -> tuple[LoadedModel, ...]:
+        """The versions to keep loaded without an alias: those that just lost theirs first
+        (the previous champion is the likely rollback target), then the ones kept before,
+        at most ``serving.retained_versions``. What falls out is dropped with its files."""
+        serving = {m.version for m in (champion, challenger) if m is not None}
+        candidates: dict[str, LoadedModel] = {}
+        for model in (current.champion, current.challenger, *current.retained):
+            if model is not None and model.version not in serving:
+                candidates.setdefault(model.version, model)
+        keep = self.settings.serving.retained_versions
+        ordered = list(candidates.values())
+        for dropped in ordered[keep:]:
+            shutil.rmtree(self._cache / signal / dropped.version, ignore_errors=True)
+        return tuple(ordered[:keep])
+
     def start(self, interval_s: float) -> None:
+        """Start the poller and, with a Redis configured, the registry-events listener."""
+
         def loop() -> None:
             while not self._stop.wait(interval_s):
                 try:
@@ -219,11 +288,37 @@ class ModelPool:
 
         self._thread = threading.Thread(target=loop, name="model-pool-poller", daemon=True)
         self._thread.start()
+        online = self.settings.online_store
+        if online.redis_url:
+            from signalops.registry.events import EventListener
+
+            self._listener = EventListener(
+                online.redis_url,
+                online.key_prefix,
+                on_events=self._on_events,
+                on_connect=self.refresh,  # catch up on what was written while unsubscribed
+                stop=self._stop,
+            )
+            self._listener.start()
+
+    def _on_events(self, events: list[dict[str, Any]]) -> None:
+        signals = [s for s in self.signals if any(e["signal"] == s for e in events)]
+        if signals:
+            self.refresh(signals)
+
+    @property
+    def events_connected(self) -> bool:
+        """Whether registry change notifications arrive now (else only polling follows)."""
+        return self._listener is not None and bool(self._listener.connected)
 
     def stop(self) -> None:
+        """Stop following the registry; the loaded sessions keep their models in memory,
+        so the downloaded files go."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for worker in (self._thread, self._listener):
+            if worker is not None:
+                worker.join(timeout=10)
+        shutil.rmtree(self._cache, ignore_errors=True)
 
     @property
     def ready(self) -> bool:
