@@ -341,6 +341,11 @@ class RiskSettings(_Section):
     max_daily_loss: float = Field(0.05, gt=0, description="circuit breaker, fraction of equity")
     max_drawdown: float = Field(0.10, gt=0, description="circuit breaker, fraction from peak")
     max_consecutive_losses: int = Field(5, ge=1)
+    max_trade_pnl: float = Field(
+        1.0,
+        gt=0,
+        description="largest |pnl| a trade result may report (fraction of equity); larger: 422",
+    )
 
 
 class EnsembleSettings(_Section):
@@ -369,7 +374,18 @@ class ServingSettings(_Section):
     signals: tuple[str, ...] = Field(
         (), description="registered models to serve; default: signal_name"
     )
-    poll_interval_s: float = Field(5.0, gt=0, description="how often aliases are polled")
+    poll_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="how often aliases are polled (the fallback when online_store.redis_url "
+        "is set: registry change notifications on Redis swap within about a second)",
+    )
+    retained_versions: int = Field(
+        3,
+        ge=0,
+        description="versions per signal kept loaded after they lose their alias: a rollback "
+        "to one swaps without a download, and callers can pin them",
+    )
     max_body_bytes: int = Field(1_048_576, gt=0)
     max_batch_rows: int = Field(1_000, gt=0)
     max_feature_age_s: float = Field(gt=0, description="online features older: 422")

@@ -9,7 +9,9 @@ alias swap under load, a broken version, a PostgreSQL outage, then fuzzing.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import threading
 import time
@@ -46,6 +48,7 @@ class Server:
     slack: SlackRecorder
     warehouse_url: str
     names: list[str]
+    log_path: Path
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10)
@@ -63,6 +66,8 @@ class Server:
         engine = sa.create_engine(self.warehouse_url)
         try:
             with engine.connect() as conn:
+                if not sa.inspect(conn).has_table("predictions"):
+                    return 0  # the writer creates it with its first batch
                 rows = conn.execute(
                     sa.text("SELECT request_id FROM predictions WHERE role <> 'shadow'")
                 ).fetchall()
@@ -121,7 +126,15 @@ def server(
         try:
             with running_sidecar(env, tmp, tmp / "server.log") as (url, proc):
                 yield Server(
-                    url, env, settings, registry, proc, slack, warehouse_url, spec["names"]
+                    url,
+                    env,
+                    settings,
+                    registry,
+                    proc,
+                    slack,
+                    warehouse_url,
+                    spec["names"],
+                    tmp / "server.log",
                 )
         finally:
             import redis
@@ -140,6 +153,11 @@ def test_admin_routes_need_the_token(server: Server) -> None:
         assert cl.post("/v1/risk/trade-result", json={"pnl": 0.01}).status_code == 401
         ok = cl.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == 200
+        for scheme in ("bearer", "BEARER", "BeArEr"):  # RFC 9110: case-insensitive
+            r = cl.post("/v1/admin/reload", headers={"Authorization": f"{scheme} {TOKEN}"})
+            assert r.status_code == 200, (scheme, r.text)
+        basic = cl.post("/v1/admin/reload", headers={"Authorization": f"Basic {TOKEN}"})
+        assert basic.status_code == 401
         models = cl.get("/v1/models").json()["models"]
         assert {(m["version"], m["role"]) for m in models} == {
             ("1", "champion"),
@@ -178,6 +196,31 @@ def test_mlflow_scoring_client_and_v2_round_trip(server: Server) -> None:
         probs = out["outputs"][0]["data"]
         assert abs(probs[1] - p[0]) < 1e-6 and abs(probs[0] + probs[1] - 1) < 1e-6
         assert cl.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_callers_can_pin_a_loaded_version(server: Server) -> None:
+    """A caller of an older input schema pins the version it was built for: the V2
+    versioned path, or X-Model-Version / ?version= on /invocations."""
+    row = [0.01 * i for i in range(len(server.names))]
+    tensor = {"name": "features", "shape": [1, len(row)], "datatype": "FP32", "data": row}
+    with server.client() as cl:
+        listed = {m["version"]: m for m in cl.get("/v1/models").json()["models"]}
+        assert listed["2"]["features"] == server.names and listed["2"]["role"] == "challenger"
+        r = cl.post("/v2/models/direction_1h/versions/2/infer", json={"inputs": [tensor]})
+        assert r.status_code == 200 and r.json()["model_version"] == "2", r.text
+        assert r.json()["parameters"]["role"] == "pinned"
+        meta = cl.get("/v2/models/direction_1h/versions/2").json()
+        assert meta["versions"] == ["2"] and meta["parameters"]["feature_names"] == server.names
+        split = {"dataframe_split": {"columns": server.names, "data": [row]}}
+        by_header = cl.post("/invocations", json=split, headers={"X-Model-Version": "2"})
+        by_param = cl.post("/invocations?version=1", json=split)
+        assert by_header.status_code == by_param.status_code == 200
+        v2 = cl.post("/v2/models/direction_1h/versions/2/infer", json={"inputs": [tensor]})
+        assert by_header.json()["predictions"][0] == v2.json()["outputs"][0]["data"][1]
+        missing = cl.post("/invocations", json=split, headers={"X-Model-Version": "99"})
+        assert missing.status_code == 404 and "loaded versions: ['1', '2']" in missing.text
+        bad = cl.post("/invocations", json=split, headers={"X-Model-Version": "two"})
+        assert bad.status_code == 422 and "X-Model-Version" in bad.json()["message"]
 
 
 def test_signals_by_symbol_from_redis_are_logged(server: Server) -> None:
@@ -511,3 +554,251 @@ def test_two_workers_share_one_metrics_view(server: Server, tmp_path: Path) -> N
                 and 'status="200"' in line
             )
             assert counted == 200, text[:2000]
+
+
+# --- the contract: schemathesis over /openapi.json, every check --------------------------
+
+
+def test_openapi_document_is_the_truth(server: Server, tmp_path: Path) -> None:
+    """Schemathesis (all checks: no 5xx, documented statuses and bodies, valid requests
+    accepted, invalid ones refused, auth not ignored, 405 for other methods) over every
+    operation of the live document: at least 5,000 cases, no failure. Real symbols are fed
+    through tests/schemathesis_hooks.py; the seed is fixed so that CI replays one run
+    (SIGNALOPS_SCHEMATHESIS_SEED=random explores)."""
+    import sys
+
+    seed = os.environ.get("SIGNALOPS_SCHEMATHESIS_SEED", "20261128")
+    cli = Path(sys.executable).parent / "schemathesis"
+    command = [
+        str(cli),
+        "run",
+        f"{server.url}/openapi.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        "100",
+        "--workers",
+        "1",
+        "-H",
+        f"Authorization: Bearer {TOKEN}",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(tmp_path),
+    ]
+    if seed != "random":
+        command += ["--seed", seed]
+    env = dict(
+        os.environ,
+        SCHEMATHESIS_HOOKS="tests.schemathesis_hooks",
+        SIGNALOPS_TEST_SYMBOLS=TRAIN_SYMBOLS,
+        PYTHONPATH=str(REPO),
+    )
+    run = subprocess.run(
+        command, check=False, env=env, cwd=REPO, capture_output=True, text=True, timeout=900
+    )
+    out = run.stdout + run.stderr
+
+    generated = re.search(r"(\d+) generated", out)
+    assert run.returncode == 0, out[-6000:]
+    assert generated is not None and int(generated.group(1)) >= 5000, out[-2000:]
+    with server.client() as cl:
+        metrics = cl.get("/metrics").text
+    assert 'status="500"' not in metrics
+
+
+def _hostile_bodies(names: list[str]) -> list[tuple[str, bytes, str]]:
+    """(path, body, content type): NUL and control characters in every string field,
+    huge, tiny and non-finite numbers, extreme dates, long strings, deep nesting."""
+    record = {n: 0.01 * i for i, n in enumerate(names)}
+    row = list(record.values())
+    tensor = {"name": "features", "shape": [1, len(row)], "datatype": "FP32", "data": row}
+    json_bodies: list[tuple[str, Any]] = []
+    for text in ("\u0000", "A\u0000B", "\u001b[31m", "\u007f", "X" * 65, "Y" * 100_000, ""):
+        json_bodies += [
+            ("/v1/signals", {"symbol": text}),
+            ("/v1/signals", {"symbols": ["AAA", text]}),
+            ("/v1/signals", {"features": record, "symbol": text}),
+            ("/v1/signals", {"features": record, "request_id": text}),
+            ("/v1/signals", {"features": record, "key": text}),
+            ("/v1/signals", {"features": record, "signal": text}),
+            ("/v1/signals", {"features": record, "features_ts": text}),
+            ("/v2/models/direction_1h/infer", {"id": text, "inputs": [tensor]}),
+        ]
+    for stamp in (
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "2026-02-30T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "2100-01-01T00:00:00Z",
+        "2026-11-27T15:00:00",
+        "2026-11-27T15:00:00Z\n",
+    ):
+        json_bodies.append(("/v1/signals", {"features": record, "features_ts": stamp}))
+        json_bodies.append(("/v1/signals", {"features": [record], "features_ts": [stamp]}))
+    for number in (1e308, -1e308, 3.5e38, 1e-320, 2**63, -(2**63), 2**64 + 1):
+        json_bodies += [
+            ("/v1/signals", {"features": {**record, names[0]: number}}),
+            ("/invocations", {"instances": [[number] * len(row)]}),
+            ("/v1/risk/trade-result", {"pnl": number}),
+            ("/v2/models/direction_1h/infer", {"inputs": [{**tensor, "shape": [number, 1]}]}),
+        ]
+    json_bodies += [
+        ("/invocations", {"instances": [row], "inputs": [row]}),
+        ("/invocations", {"dataframe_split": {"columns": names, "data": [row]}, "inputs": [row]}),
+        ("/v1/signals", {"features": []}),
+        ("/v1/signals", {"features": record, "features_ts": []}),
+        ("/v1/risk/trade-result", {"pnl": -1e300}),
+    ]
+    out = [(p, json.dumps(b).encode(), "application/json") for p, b in json_bodies]
+    for literal in (b"NaN", b"Infinity", b"-Infinity", b"1e400"):
+        out.append(("/v1/risk/trade-result", b'{"pnl": ' + literal + b"}", "application/json"))
+        out.append(("/invocations", b'{"instances": [[' + literal + b"]]}", "application/json"))
+    deep = b"[" * 5000 + b"]" * 5000
+    out += [
+        ("/v1/signals", deep, "application/json"),
+        ("/invocations", b'{"inputs": ' + deep + b"}", "application/json"),
+        ("/v1/signals", b'{"symbol": "AAA"' + b" " * (5 * 1024 * 1024) + b"}", "application/json"),
+        ("/v1/signals", json.dumps({"symbol": "AAA"}).encode(), "text/plain"),
+        ("/v1/signals", b"<signal><symbol>AAA</symbol></signal>", "application/xml"),
+        ("/invocations", b"a,b\n1,2\n", "text/csv"),
+        ("/v1/signals", b"symbol=AAA", "application/x-www-form-urlencoded"),
+        ("/v1/signals", b"\xff\xfe\x00garbage", "application/json"),
+        ("/v1/signals", b'{"symbol": "\\ud800"}', "application/json"),
+    ]
+    return out
+
+
+def test_hostile_bodies_never_5xx_and_logging_goes_on(server: Server) -> None:
+    results = []
+    with server.client() as cl:
+        for path, body, content_type in _hostile_bodies(server.names):
+            r = cl.post(
+                path,
+                content=body,
+                headers={"Content-Type": content_type, "Authorization": f"Bearer {TOKEN}"},
+            )
+            results.append((path, body[:80], content_type, r.status_code, r.text[:200]))
+        assert cl.get("/health").status_code == 200
+        risk = cl.post(
+            "/v1/risk/trade-result",
+            json={"pnl": 0.0},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ).json()["state"]
+        cl.post("/v1/admin/risk/reset", headers={"Authorization": f"Bearer {TOKEN}"})
+        good = cl.post("/v1/signals", json=server.inline(request_id="after-hostile"))
+        assert good.status_code == 200, good.text
+    server_errors = [r for r in results if r[3] >= 500]
+    assert not server_errors, server_errors[:5]
+    by_type = {r[2]: r[3] for r in results if r[2] != "application/json"}
+    assert by_type == {
+        "text/plain": 415,
+        "application/xml": 415,
+        "text/csv": 415,
+        "application/x-www-form-urlencoded": 415,
+    }
+    nul = [r for r in results if b"\\u0000" in r[1] and r[0] == "/v1/signals"]
+    assert nul and all(r[3] == 422 and "control character" in r[4] for r in nul), nul[:3]
+    assert all(math.isfinite(v) for v in risk.values()), risk  # no pnl made it infinite
+    deadline = time.time() + 10
+    while server.logged({"after-hostile"}) < 1 and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.logged({"after-hostile"}) == 1
+
+
+def _redis(action: str) -> None:
+    if action == "stop":
+        subprocess.run(
+            ["redis-cli", "-p", "6379", "shutdown", "nosave"], check=False, capture_output=True
+        )
+        return
+    subprocess.run(
+        [
+            *("redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379"),
+            *("--save", "", "--appendonly", "no"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    import redis
+
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            redis.Redis(port=6379).ping()
+            return
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.1)
+
+
+def test_redis_outage_gives_503_or_stale_features_never_500(server: Server) -> None:
+    """Redis (online features and risk state) stopped under load: symbols read before are
+    served stale (said so), a symbol never read gets 503 + Retry-After naming the store and
+    no host or port, inline features keep scoring; every 200 is logged; the outage is
+    logged once, not per request; /ready says the store is down, then back."""
+    log_path = server.log_path
+    ok_ids: list[str] = []
+    statuses: dict[str, list[int]] = {"symbol": [], "inline": []}
+    stale_seen: list[bool] = []
+    never_read: list[tuple[int, dict[str, str], str]] = []
+    stop = threading.Event()
+
+    def load(kind: str) -> None:
+        with server.client() as cl:
+            i = 0
+            while not stop.is_set():
+                rid = f"redis-{kind}-{i}"
+                body = (
+                    {"symbol": "AAA", "request_id": rid}
+                    if kind == "symbol"
+                    else server.inline(request_id=rid)
+                )
+                r = cl.post("/v1/signals", json=body)
+                statuses[kind].append(r.status_code)
+                if r.status_code == 200:
+                    ok_ids.append(rid)
+                    stale_seen.append(r.json()["predictions"][0]["features_stale"])
+                i += 1
+
+    with server.client() as cl:  # AAA read once while Redis is up
+        assert cl.post("/v1/signals", json={"symbol": "AAA"}).status_code == 200
+    size_before = log_path.stat().st_size
+    threads = [threading.Thread(target=load, args=(k,)) for k in ("symbol", "inline")]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        _redis("stop")
+        time.sleep(1.5)
+        with server.client() as cl:
+            r = cl.post("/v1/signals", json={"symbol": "BBB-never-read"})
+            never_read.append((r.status_code, dict(r.headers), r.text))
+            ready = cl.get("/ready").json()
+        time.sleep(1.5)
+    finally:
+        _redis("start")
+    from signalops.features.pipeline import publish_online
+
+    publish_online(server.settings)  # Redis came back empty (it keeps nothing on disk)
+    time.sleep(2.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    with server.client() as cl:
+        back = cl.get("/ready").json()
+    # AAA was read before the outage: served stale, never refused; inline needs no Redis.
+    assert set(statuses["symbol"]) == {200} and set(statuses["inline"]) == {200}, statuses
+    assert any(stale_seen) and not stale_seen[-1], "no stale serving seen, or still stale"
+    status, headers, text = never_read[0]
+    assert status == 503 and headers["retry-after"] == "1", text
+    assert "online feature store" in text and "online_store" in text
+    assert "6379" not in text and "localhost" not in text and "127.0.0.1" not in text
+    assert ready["dependencies"]["online_store"]["state"] == "down", ready
+    assert back["dependencies"]["online_store"]["state"] == "up", back
+    grown = log_path.read_text()[size_before:]
+    assert grown.count("Traceback") == 0, grown[-3000:]
+    assert len(grown.splitlines()) < 40, grown[-3000:]
+    deadline = time.time() + 30
+    while server.logged(set(ok_ids)) < len(ok_ids) and time.time() < deadline:
+        time.sleep(0.5)
+    assert server.logged(set(ok_ids)) == len(ok_ids) > 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from signalops.config import RiskSettings
-from signalops.serving.app import ApiError, _finite_matrix, _records_matrix
+from signalops.serving.inputs import InputError, finite_matrix, records_matrix
 from signalops.serving.pool import LoadedModel, SignalModels
 from signalops.serving.risk import LocalRiskState, RiskGuard
 from signalops.serving.routing import bucket, route
@@ -111,14 +111,96 @@ def test_circuit_breakers(pnls: list[float], reason: str) -> None:
     ],
 )
 def test_bad_matrices_say_what_is_wrong(rows: Any, message: str) -> None:
-    with pytest.raises(ApiError) as caught:
-        _finite_matrix(rows, 2, "instances")
+    with pytest.raises(InputError) as caught:
+        finite_matrix(rows, 2, "instances")
     assert caught.value.status == 422 and message in caught.value.message
 
 
 def test_records_accept_names_or_positional_f_names() -> None:
     names = ("a", "b")
-    x = _records_matrix([{"b": 2, "a": 1}, {"f0": 3, "f1": 4}], names, "records")
+    x = records_matrix([{"b": 2, "a": 1}, {"f0": 3, "f1": 4}], names, "records")
     assert np.array_equal(x, np.array([[1, 2], [3, 4]], dtype=np.float32))
-    with pytest.raises(ApiError, match=r"missing \['b'\], unknown \['c'\]"):
-        _records_matrix([{"a": 1, "c": 2}], names, "records")
+    with pytest.raises(InputError, match=r"missing \['b'\], unknown \['c'\]"):
+        records_matrix([{"a": 1, "c": 2}], names, "records")
+
+
+# --- the edge: every rule and its schema fragment agree ---------------------------------
+
+import re  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import settings as hsettings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from signalops.serving.inputs import (  # noqa: E402
+    SYMBOL,
+    TIME_PATTERN,
+    check_pnl,
+    check_time,
+    media_type_ok,
+)
+
+
+@hsettings(max_examples=3000, deadline=None)
+@given(st.from_regex(TIME_PATTERN, fullmatch=True))
+def test_every_time_the_document_allows_is_accepted(value: str) -> None:
+    when = check_time(value, "t")
+    assert datetime(1969, 12, 30, tzinfo=UTC) < when < datetime(2100, 1, 2, tzinfo=UTC)
+
+
+@hsettings(max_examples=3000, deadline=None)
+@given(st.datetimes(), st.integers(min_value=-23 * 60, max_value=23 * 60))
+def test_every_real_time_in_range_matches_the_pattern(naive: datetime, minutes: int) -> None:
+    from datetime import timedelta, timezone
+
+    stamp = naive.replace(tzinfo=timezone(timedelta(minutes=minutes))).isoformat()
+    inside = 1970 <= naive.year <= 2099
+    assert bool(re.fullmatch(TIME_PATTERN, stamp)) == inside, stamp
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "2026-02-29T00:00:00Z",  # not a leap year
+        "2026-11-27T15:00:00",  # no offset: ambiguous
+        "2026-11-27",
+        "2026-11-27T15:00:00Z\n",
+        17,
+    ],
+)
+def test_times_outside_the_contract_are_refused(value: Any) -> None:
+    with pytest.raises(InputError, match="RFC 3339"):
+        check_time(value, "'features_ts'")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("\u0000", "control character \\(U\\+0000\\) at position 0"),
+        ("AA\tPL", "U\\+0009"),
+        ("X" * 65, "1 to 64 characters, got 65"),
+        ("", "1 to 64 characters, got 0"),
+        (5, "must be a string"),
+    ],
+)
+def test_symbols_the_log_cannot_hold_are_refused(value: Any, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        SYMBOL.check(value, "'symbol'")
+    assert SYMBOL.check("BRK.B", "'symbol'") == "BRK.B"
+
+
+@pytest.mark.parametrize("pnl", [1e308, -1e300, float("inf"), float("nan"), True, "0.1", 1.5])
+def test_absurd_trade_results_are_refused(pnl: Any) -> None:
+    with pytest.raises(InputError, match="'pnl'"):
+        check_pnl(pnl, 1.0)
+    assert check_pnl(-0.02, 1.0) == -0.02
+
+
+def test_only_json_media_types_pass() -> None:
+    assert media_type_ok(None) and media_type_ok("application/json; charset=utf-8")
+    assert media_type_ok("Application/JSON") and media_type_ok("application/vnd.api+json")
+    for other in ("text/plain", "application/xml", "multipart/form-data", "text/csv", ""):
+        assert not media_type_ok(other), other

@@ -9,13 +9,11 @@ Inference Protocol (KServe V2) under ``/v2``; ``/health``, ``/ready``, ``/v1/mod
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import hashlib
 import hmac
 import itertools
 import logging
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -32,8 +30,23 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from signalops.config import Settings
-from signalops.onnx_model import INPUT_NAME, OUTPUT_NAME, onnx_feature_names
+from signalops.onnx_model import INPUT_NAME, OUTPUT_NAME
 from signalops.registry import contracts as c
+from signalops.serving.health import Dependency, DependencyDown, is_outage
+from signalops.serving.inputs import (
+    KEY,
+    REQUEST_ID,
+    SYMBOL,
+    InputError,
+    check_pnl,
+    check_time,
+    check_version,
+    column_order,
+    distinct_strings,
+    finite_matrix,
+    media_type_ok,
+    records_matrix,
+)
 from signalops.serving.pool import LoadedModel, ModelPool, SignalModels
 from signalops.serving.risk import RiskDecision
 from signalops.serving.routing import route
@@ -54,134 +67,40 @@ class Scored:
 Provider = Callable[[LoadedModel], tuple[np.ndarray, list[Any] | None]]
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "bad_request"):
-        super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
+class ApiError(InputError):
+    """A 4xx/5xx answer with a kind (counted in ``signalops_errors``) and optional headers."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "bad_request",
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message, status, kind)
+        self.headers = headers or {}
 
 
-def _json(data: Any, status: int = 200) -> Response:
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY),
         status_code=status,
         media_type="application/json",
+        headers=headers,
     )
 
 
-# ---------------------------------------------------------------------------------------
-# input parsing
-
-
-def _finite_matrix(rows: Any, width: int, where: str) -> np.ndarray:
-    """A float32 [n, width] matrix from nested lists, or an ApiError saying what is wrong."""
-    if not isinstance(rows, list) or not rows:
-        raise ApiError(422, f"{where}: expected a non-empty list of rows")
-    # numpy parses well-formed rows in C; the row-by-row walk runs only to name what is
-    # wrong (or when bools slipped in: numpy would read them as 0/1).
-    try:
-        x = np.array(rows, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError):
-        x = None
-    if x is None or x.ndim != 2 or x.shape[1] != width or _has_bool(rows):
-        _explain_rows(rows, width, where)
-        raise ApiError(422, f"{where}: a value overflows float32")  # an int beyond float64
-    with np.errstate(over="ignore"):
-        x32 = x.astype(np.float32)  # out-of-range values become inf here
-    if not np.isfinite(x32).all():
-        i, j = (int(k) for k in np.argwhere(~np.isfinite(x32))[0])
-        if math.isfinite(x[i, j]):
-            raise ApiError(422, f"{where}: row {i}, column {j}: {x[i, j]} overflows float32")
-        raise ApiError(422, f"{where}: row {i}, column {j} is not finite ({x[i, j]})")
-    return x32
-
-
-def _has_bool(rows: list[Any]) -> bool:
-    return any(True in row or False in row for row in rows) and any(
-        type(v) is bool for row in rows for v in row
-    )
-
-
-def _explain_rows(rows: list[Any], width: int, where: str) -> None:
-    for i, row in enumerate(rows):
-        if not isinstance(row, list):
-            raise ApiError(422, f"{where}: row {i} is not a list")
-        if len(row) != width:
-            raise ApiError(422, f"{where}: row {i} has {len(row)} values, the model takes {width}")
-        for j, v in enumerate(row):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ApiError(422, f"{where}: row {i}, column {j}: {v!r} is not a number")
-
-
-def _records_matrix(records: Any, names: tuple[str, ...], where: str) -> np.ndarray:
-    if not isinstance(records, list) or not records:
-        raise ApiError(422, f"{where}: expected a non-empty list of records")
-    rows = []
-    for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            raise ApiError(422, f"{where}: record {i} is not an object")
-        values = list(rec.values())
-        rows.append([values[k] for k in _column_order(list(rec), names, f"{where}: record {i}")])
-    return _finite_matrix(rows, len(names), where)
-
-
-def _inline_stamps(value: Any, rows: int) -> list[datetime] | None:
-    """``features_ts`` of inline features: one ISO-8601 time for every row, or one per row."""
-    if value is None:
-        return None
-    values = value if isinstance(value, list) else [value] * rows
-    if len(values) != rows:
-        raise ApiError(422, f"'features_ts' has {len(values)} times for {rows} feature rows")
-    out = []
-    for i, v in enumerate(values):
-        if not isinstance(v, str):
-            raise ApiError(422, f"'features_ts'[{i}] must be an ISO-8601 timestamp string")
-        try:
-            when = datetime.fromisoformat(v)
-        except ValueError:
-            raise ApiError(422, f"'features_ts'[{i}]: {v!r} is not ISO-8601") from None
-        out.append(when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC))
-    return out
-
-
-def _column_order(columns: list[str], names: tuple[str, ...], where: str) -> list[int]:
-    """Positions in ``columns`` of the model's features, by name or as the MLflow model's
-    positional names f0..fN."""
-    try:
-        order = _positions(tuple(columns), names)
-    except TypeError:  # an unhashable column name
-        order = None
-    if order is not None:
-        return order
-    index = {str(col): i for i, col in enumerate(columns)}
-    missing = [n for n in names if n not in index]
-    unknown = sorted(set(index) - set(names))
-    raise ApiError(
-        422,
-        f"{where}: feature names do not match the model: missing {missing[:10]}, "
-        f"unknown {unknown[:10]} (expects {len(names)} features)",
-    )
-
-
-def _distinct_strings(columns: list[Any]) -> bool:
-    try:
-        return _distinct_string_tuple(tuple(columns))
-    except TypeError:  # an unhashable column name
-        return False
-
-
-@functools.lru_cache(maxsize=512)
-def _distinct_string_tuple(columns: tuple[Any, ...]) -> bool:
-    return all(isinstance(col, str) for col in columns) and len(set(columns)) == len(columns)
-
-
-@functools.lru_cache(maxsize=512)
-def _positions(columns: tuple[str, ...], names: tuple[str, ...]) -> list[int] | None:
-    """Cached: clients send the same header on every request."""
-    index = {col: i for i, col in enumerate(columns)}
-    for wanted in (names, onnx_feature_names(len(names))):
-        if len(columns) == len(wanted) and all(n in index for n in wanted):
-            return [index[n] for n in wanted]
-    return None
+def _inline_stamps(value: Any, rows: int | None) -> list[datetime]:
+    """``features_ts`` of inline features: one RFC 3339 time for every row, or one per row
+    (``rows`` None: only check the times)."""
+    if isinstance(value, list):
+        if not value:
+            raise ApiError(422, "'features_ts' must be a time or a non-empty list of times")
+        stamps = [check_time(v, f"'features_ts'[{i}]") for i, v in enumerate(value)]
+        if rows is not None and len(stamps) != rows:
+            raise ApiError(422, f"'features_ts' has {len(stamps)} times for {rows} feature rows")
+        return stamps
+    return [check_time(value, "'features_ts'")] * (rows or 1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -288,8 +207,25 @@ class Sidecar:
             on_stats=self._log_stats,
         )
         redis_url = settings.online_store.redis_url
+        store = "Redis" if redis_url else "the warehouse database"
+        self.dependencies = {
+            d.name: d
+            for d in (
+                Dependency("online_store", f"the online feature store ({store})"),
+                Dependency(
+                    "risk_state", f"the risk state store ({store if redis_url else 'in-process'})"
+                ),
+                Dependency("registry", "the model registry (MLflow)"),
+                Dependency("prediction_log", "the prediction log database"),
+            )
+        }
+        if not redis_url:
+            self.dependencies["risk_state"].ok()  # in this process: cannot be unreachable
         state: RiskState = (
-            CachedRiskState(RedisRiskState(redis_url, settings.online_store.key_prefix))
+            CachedRiskState(
+                RedisRiskState(redis_url, settings.online_store.key_prefix),
+                health=self.dependencies["risk_state"],
+            )
             if redis_url
             else LocalRiskState()
         )
@@ -299,6 +235,7 @@ class Sidecar:
         self._id_prefix = uuid.uuid4().hex[:12]  # unique per process start
         self.shadow = ShadowScorer(self)
         self._feature_cache: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._dead_alerted, self._dead_alert_at = 0, 0.0  # at most one alert a minute
         self.start_background = start_background
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -327,9 +264,30 @@ class Sidecar:
             self._online.close()
 
     def _log_stats(self, stats: dict[str, Any]) -> None:
+        """The writer's figures, about once a second: metrics, the log's health, and an
+        alert when rows were refused by the database (dead-lettered)."""
         self.metrics.log_depth.set(stats.get("depth", 0))
         self.metrics.spilled.set(stats.get("spilled", 0))
         self.metrics.reloads.set(self.pool.stats.reloads)
+        dead = int(stats.get("dead_lettered", 0))
+        self.metrics.dead_letters.set(dead)
+        log_db = self.dependencies["prediction_log"]
+        if stats.get("db_ok", True):
+            log_db.ok()
+        else:  # rows spill to disk meanwhile: nothing is lost, nothing is refused
+            log_db.failed(ConnectionError("the prediction log database cannot be written"))
+        if dead > self._dead_alerted and time.time() - self._dead_alert_at >= 60:
+            new, self._dead_alerted, self._dead_alert_at = (
+                dead - self._dead_alerted,
+                dead,
+                time.time(),
+            )
+            self._alert(
+                "signalops sidecar: predictions dead-lettered",
+                f"{new} prediction row(s) refused by the warehouse database were moved to "
+                f"the dead-letter file under {self.settings.state_dir / 'serving'} "
+                f"(last: {stats.get('last_dead_letter')}). The other rows were logged.",
+            )
 
     def _alert(self, title: str, text: str) -> None:
         from signalops.alerts import Alert, AlertError, send_alert
@@ -343,29 +301,52 @@ class Sidecar:
 
     def online_features(
         self, model: LoadedModel, symbols: list[str]
-    ) -> tuple[np.ndarray, list[Any]]:
+    ) -> tuple[np.ndarray, list[Any], bool]:
+        """The model's features for each symbol, from the online store (through a short
+        in-process cache), and whether they are stale: with the store unreachable, the last
+        vector read for a symbol is served while it is younger than ``max_feature_age_s``;
+        a symbol with none gets a 503 that names the store."""
         from signalops.features.online_store import online_store_from_settings
 
         now = time.time()
         rows, stamps, missing = [], [], []
-        wanted = [s for s in symbols if not self._cached(model.feature_set_version, s, now)]
+        version = model.feature_set_version
+        wanted = [s for s in symbols if not self._cached(version, s, now)]
+        stale = False
         if wanted:
             if self._online is None:
                 self._online = online_store_from_settings(self.settings)
-            fetched = self._online.read(model.feature_set_version, wanted)
-            for symbol, vector in fetched.items():
-                self._feature_cache[(model.feature_set_version, symbol)] = (now, vector)
+            store = self.dependencies["online_store"]
+            fetched = None
+            if store.may_try():
+                try:
+                    fetched = self._online.read(version, wanted)
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    store.failed(exc)
+                else:
+                    store.ok()
+            if fetched is None:  # down: what we read before, if it is young enough
+                if any((version, s) not in self._feature_cache for s in wanted):
+                    raise DependencyDown(store)
+                stale = True
+            else:
+                for symbol, vector in fetched.items():
+                    self._feature_cache[(version, symbol)] = (now, vector)
         for symbol in symbols:
-            entry = self._feature_cache.get((model.feature_set_version, symbol))
+            entry = self._feature_cache.get((version, symbol))
             if entry is None:
                 missing.append(symbol)
                 continue
             vector = entry[1]
             age = now - vector.ts.timestamp()
             if age > self.cfg.max_feature_age_s:
+                if stale:
+                    raise DependencyDown(self.dependencies["online_store"])
                 raise ApiError(
                     422,
-                    f"online features for {symbol!r} ({model.feature_set_version}) are "
+                    f"online features for {symbol!r} ({version}) are "
                     f"{age:.0f} s old, older than serving.max_feature_age_s "
                     f"{self.cfg.max_feature_age_s:.0f} s",
                     "stale_features",
@@ -380,11 +361,10 @@ class Sidecar:
         if missing:
             raise ApiError(
                 404,
-                f"unknown symbols {missing}: no online features for feature set "
-                f"{model.feature_set_version}",
+                f"unknown symbols {missing}: no online features for feature set {version}",
                 "unknown_symbol",
             )
-        return np.asarray(rows, dtype=np.float32), stamps
+        return np.asarray(rows, dtype=np.float32), stamps, stale
 
     def _cached(self, version: str, symbol: str, now: float) -> bool:
         entry = self._feature_cache.get((version, symbol))
@@ -402,6 +382,48 @@ class Sidecar:
             raise ApiError(503, f"no model loaded yet for {signal!r}", "not_ready")
         return models
 
+    def with_risk_state(self, action: Callable[[], Any]) -> Any:
+        """Run a write to the shared risk state; unreachable: DependencyDown (a 503)."""
+        dep = self.dependencies["risk_state"]
+        if not dep.may_try():
+            raise DependencyDown(dep)
+        try:
+            result = action()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            dep.failed(exc)
+            raise DependencyDown(dep) from None
+        dep.ok()
+        return result
+
+    def record_trade(self, pnl: float) -> dict[str, float]:
+        state = self.with_risk_state(lambda: self.risk.trade_result(pnl, datetime.now(UTC)))
+        return {k: float(v) for k, v in state.items()}
+
+    def dependency_states(self) -> dict[str, Any]:
+        registry = self.dependencies["registry"]
+        since_poll = time.time() - self.pool.stats.last_poll
+        if self.pool.stats.last_poll and since_poll <= 3 * self.cfg.poll_interval_s + 5:
+            registry.ok()
+        elif self.pool.stats.last_error:  # no good poll for three intervals
+            registry.failed(ConnectionError(self.pool.stats.last_error))
+        return {name: dep.describe() for name, dep in self.dependencies.items()}
+
+    def pinned_model(self, signal: str, version: str) -> LoadedModel:
+        """A version a caller asked for by number: one the pool holds (champion, challenger
+        or a recently served one), so that callers of an older input schema keep working
+        while they move."""
+        model = self.pool.get_version(signal, version)
+        if model is None:
+            held = sorted(self.pool.loaded_versions(signal), key=int)
+            raise ApiError(
+                404,
+                f"{signal} v{version} is not loaded here; loaded versions: {held}",
+                "unknown_version",
+            )
+        return model
+
     def decide(
         self, p: np.ndarray, apply_risk: bool = True
     ) -> tuple[list[str], list[RiskDecision]]:
@@ -410,7 +432,18 @@ class Sidecar:
         if not apply_risk:
             return labels, [RiskDecision(True, "ensemble member")] * len(p)
         confidences = [max(float(v), 1 - float(v)) for v in p]
-        decisions = self.risk.check(labels, confidences, datetime.now(UTC))
+        risk_state = self.dependencies["risk_state"]
+        decisions = None
+        if risk_state.may_try():
+            try:
+                decisions = self.risk.check(labels, confidences, datetime.now(UTC))
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                risk_state.failed(exc)
+        if decisions is None:  # fail closed: with the limits unknown, nothing trades
+            blocked = RiskDecision(False, "risk state unavailable")
+            decisions = [RiskDecision(True, "ok") if s == "HOLD" else blocked for s in labels]
         final = [s if d.allowed else "HOLD" for s, d in zip(labels, decisions, strict=True)]
         return final, decisions
 
@@ -481,6 +514,13 @@ async def _read(request: Request, limit: int) -> bytes:
 
 
 async def _body(request: Request, limit: int) -> Any:
+    content_type = request.headers.get("content-type")
+    if not media_type_ok(content_type):
+        raise ApiError(
+            415,
+            f"Content-Type {str(content_type)[:80]!r} is not JSON: send application/json",
+            "unsupported_media_type",
+        )
     raw = await _read(request, limit)
     if not raw:
         raise ApiError(400, "empty request body: send a JSON object")
@@ -488,6 +528,22 @@ async def _body(request: Request, limit: int) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"malformed JSON: {exc}") from None
+
+
+def _pinned_version(request: Request) -> str | None:
+    """The version a caller pins: ``X-Model-Version`` header (wins) or ``?version=``."""
+    header = request.headers.get("x-model-version")
+    query = request.query_params.get("version")
+    if query is not None:
+        query = check_version(query, "parameter 'version'")
+    if header is not None:
+        return check_version(header, "header X-Model-Version")
+    return query
+
+
+def _header_request_id(request: Request) -> str | None:
+    value = request.headers.get("x-request-id")
+    return None if value is None else REQUEST_ID.check(value, "header X-Request-Id")
 
 
 def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
@@ -500,13 +556,35 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
             started = time.perf_counter()
             try:
                 response = await fn(request)
-            except ApiError as exc:
+            except InputError as exc:
                 metrics.child(metrics.errors, name, exc.kind).inc()
-                response = _json({"error": exc.kind, "message": exc.message}, exc.status)
-            except Exception as exc:  # never a crash; a 500 is counted and logged
-                log.exception("unexpected error in %s", name)
-                metrics.child(metrics.errors, name, "internal").inc()
-                response = _json({"error": "internal", "message": str(exc)[:300]}, 500)
+                headers = exc.headers if isinstance(exc, ApiError) else None
+                if exc.status == 503:
+                    headers = {"Retry-After": "1", **(headers or {})}
+                response = _json({"error": exc.kind, "message": exc.message}, exc.status, headers)
+            except DependencyDown as exc:  # logged once by the dependency, not per request
+                dep = exc.dependency
+                metrics.child(metrics.errors, name, f"{dep.name}_down").inc()
+                response = _json(
+                    {"error": "unavailable", "message": str(exc), "dependency": dep.name},
+                    503,
+                    {"Retry-After": str(max(1, round(dep.retry_s)))},
+                )
+            except Exception as exc:
+                if is_outage(exc):  # a dependency this route reached without a tracker
+                    metrics.child(metrics.errors, name, "dependency_down").inc()
+                    log.error("%s: a dependency is unreachable: %s", name, type(exc).__name__)
+                    response = _json(
+                        {"error": "unavailable", "message": "a dependency is unreachable"},
+                        503,
+                        {"Retry-After": "1"},
+                    )
+                else:  # never a crash; a 500 is counted and logged, its detail not answered
+                    log.exception("unexpected error in %s", name)
+                    metrics.child(metrics.errors, name, "internal").inc()
+                    response = _json(
+                        {"error": "internal", "message": "internal error (logged)"}, 500
+                    )
             metrics.child(metrics.requests, name, str(response.status_code)).inc()
             metrics.child(metrics.latency, name).observe(time.perf_counter() - started)
             return response
@@ -516,8 +594,13 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
     def admin(fn: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
             token = cfg.admin_token
-            given = request.headers.get("authorization", "")
-            if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            # RFC 9110: the auth scheme is case-insensitive ("bearer", "BEARER").
+            scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+            if (
+                not token
+                or scheme.lower() != "bearer"
+                or not hmac.compare_digest(given.strip().encode(), token.encode())
+            ):
                 raise ApiError(
                     401, "admin routes need 'Authorization: Bearer <token>'", "unauthorized"
                 )
@@ -533,16 +616,23 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         request_id: str,
         started: float,
         apply_risk: bool = True,
+        pinned: str | None = None,
     ) -> Scored:
-        """Route, read features for the routed model, score, guard, log (+ shadow)."""
+        """Route (or take the pinned version), read features for the model, score, guard,
+        log (+ shadow)."""
         models = svc.models_of(signal)
         champion = models.champion
         assert champion is not None
-        model, role, shadow = route(models, symbols[0] or "", key)
+        if pinned is not None:
+            model = svc.pinned_model(signal, pinned)
+            role = "champion" if model is champion else "pinned"
+            shadow = None
+        else:
+            model, role, shadow = route(models, symbols[0] or "", key)
         try:
             x, stamps = provide(model)
         except ApiError:
-            if model is champion:
+            if model is champion or pinned is not None:
                 raise
             # The challenger cannot read this input (another feature set): champion answers.
             model, role = champion, "champion"
@@ -615,54 +705,80 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         body = await _body(request, cfg.max_body_bytes)
         if not isinstance(body, dict):
             raise ApiError(422, "expected a JSON object")
+        # Every field present is checked, used or not: the document and the server agree.
         signal = body.get("signal", svc.signals[0])
         if not isinstance(signal, str):
             raise ApiError(422, "'signal' must be a string")
-        key = body.get("key", request.headers.get("x-request-key", ""))
-        if not isinstance(key, str):
-            raise ApiError(422, "'key' must be a string")
-        request_id = body.get("request_id") or svc.next_id()
-        if not isinstance(request_id, str) or len(request_id) > 64:
-            raise ApiError(422, "'request_id' must be a string of at most 64 characters")
+        if signal not in svc.signals and signal not in svc.ensembles:
+            raise ApiError(
+                404,
+                f"unknown signal {str(signal)[:64]!r}; served: {[*svc.signals, *svc.ensembles]}",
+                "unknown_model",
+            )
+        header_key = request.headers.get("x-request-key")
+        if header_key is not None:
+            KEY.check(header_key, "header X-Request-Key")
+        key = KEY.check(body.get("key", header_key or ""), "'key'")
+        request_id = (
+            REQUEST_ID.check(body["request_id"], "'request_id'")
+            if "request_id" in body
+            else svc.next_id()
+        )
+        symbol = SYMBOL.check(body["symbol"], "'symbol'") if "symbol" in body else None
+        listed = body.get("symbols")
+        if listed is not None:
+            if not isinstance(listed, list) or not listed:
+                raise ApiError(422, "'symbols' must be a non-empty list of strings")
+            if len(listed) > cfg.max_batch_rows:
+                raise ApiError(
+                    422,
+                    f"'symbols': {len(listed)} exceed serving.max_batch_rows {cfg.max_batch_rows}",
+                )
+            listed = [SYMBOL.check(v, f"'symbols'[{i}]") for i, v in enumerate(listed)]
+        elif "symbols" in body:
+            raise ApiError(422, "'symbols' must be a non-empty list of strings")
         ensemble = svc.ensembles.get(signal)
         if ensemble is None:
-            svc.models_of(signal)  # unknown signal or no model yet: 404 / 503 first
+            svc.models_of(signal)  # no model yet: 503 first
         provide: Provider
         symbols: list[str | None]
+        stale: list[bool] = []
         if "features" in body:
             feats = body["features"]
             records = [feats] if isinstance(feats, dict) else feats
             if not isinstance(records, list) or not records:
                 raise ApiError(422, "'features' must be an object or a non-empty list of objects")
             if len(records) > cfg.max_batch_rows:
-                raise ApiError(413, f"{len(records)} rows exceed {cfg.max_batch_rows}")
-            symbol = body.get("symbol")
-            if symbol is not None and not isinstance(symbol, str):
-                raise ApiError(422, "'symbol' must be a string")
+                raise ApiError(
+                    422,
+                    f"'features': {len(records)} rows exceed serving.max_batch_rows "
+                    f"{cfg.max_batch_rows}",
+                )
             symbols = [symbol] * len(records)
             # The bar time of inline features (optional): logged, so that the outcomes DAG
             # can label these predictions like those read from the online store.
-            inline_stamps = _inline_stamps(body.get("features_ts"), len(records))
+            inline_stamps = (
+                _inline_stamps(body["features_ts"], len(records)) if "features_ts" in body else None
+            )
 
             def provide(model: LoadedModel) -> tuple[np.ndarray, list[Any] | None]:
-                return _records_matrix(records, model.feature_names, "features"), inline_stamps
+                return records_matrix(records, model.feature_names, "features"), inline_stamps
 
         else:
-            if "symbols" in body:
-                raw = body["symbols"]
-                if not isinstance(raw, list) or not raw or not all(isinstance(s, str) for s in raw):
-                    raise ApiError(422, "'symbols' must be a non-empty list of strings")
-                wanted = list(raw)
-            elif isinstance(body.get("symbol"), str):
-                wanted = [body["symbol"]]
+            if "features_ts" in body:  # checked all the same; only inline features use it
+                _inline_stamps(body["features_ts"], None)
+            if listed is not None:
+                wanted = list(listed)
+            elif symbol is not None:
+                wanted = [symbol]
             else:
                 raise ApiError(422, "send 'symbol', 'symbols' or inline 'features'")
-            if len(wanted) > cfg.max_batch_rows:
-                raise ApiError(413, f"{len(wanted)} symbols exceed {cfg.max_batch_rows}")
             symbols = list(wanted)
 
             def provide(model: LoadedModel) -> tuple[np.ndarray, list[Any] | None]:
-                return svc.online_features(model, wanted)
+                x, stamps, was_stale = svc.online_features(model, wanted)
+                stale.append(was_stale)
+                return x, stamps
 
         if ensemble is not None:
             members, p, final, decisions, stamps = serve_ensemble(
@@ -691,11 +807,12 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
                         "confidence": max(float(p[i]), 1 - float(p[i])),
                         "risk": {"allowed": decisions[i].allowed, "reason": decisions[i].reason},
                         "features_ts": stamps[i].isoformat() if stamps else None,
+                        "features_stale": any(stale),
                     }
                     for i in range(len(p))
                 ],
                 "latency_ms": latency_ms,
-            }
+            },
         )
 
     async def invocations(request: Request) -> Response:
@@ -709,6 +826,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
             )
         signal = svc.signals[0]
         svc.models_of(signal)
+        pinned = _pinned_version(request)
         keys = ("dataframe_split", "dataframe_records", "instances", "inputs")
         formats = [k for k in keys if k in body]
         if len(formats) != 1:
@@ -729,7 +847,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
             if columns is not None:
                 if not isinstance(columns, list) or not isinstance(rows, list) or not rows:
                     raise ApiError(422, "dataframe_split: columns and data must be non-empty lists")
-                if not _distinct_strings(columns):
+                if not distinct_strings(columns):
                     raise ApiError(422, "dataframe_split: columns must be distinct strings")
                 for i, r in enumerate(rows):
                     if not isinstance(r, list) or len(r) != len(columns):
@@ -753,17 +871,23 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
 
         def provide(model: LoadedModel) -> tuple[np.ndarray, list[Any] | None]:
             if records is not None:
-                return _records_matrix(records, model.feature_names, fmt), None
+                return records_matrix(records, model.feature_names, fmt), None
             if split_columns is not None:  # named columns, any order: reorder in numpy
-                order = _column_order(split_columns, model.feature_names, fmt)
-                x = _finite_matrix(rows, len(split_columns), fmt)
+                order = column_order(split_columns, model.feature_names, fmt)
+                x = finite_matrix(rows, len(split_columns), fmt)
                 return (x if order == list(range(len(order))) else x[:, order]), None
-            return _finite_matrix(rows, len(model.feature_names), fmt), None
+            return finite_matrix(rows, len(model.feature_names), fmt), None
 
         count = len(records) if records is not None else len(rows) if isinstance(rows, list) else 0
-        request_id = (request.headers.get("x-request-id") or svc.next_id())[:64]
-        key = request.headers.get("x-request-key", "")
-        scored = serve(signal, provide, [None] * max(count, 1), key, request_id, started)
+        if count > cfg.max_batch_rows:
+            raise ApiError(
+                422, f"{fmt}: {count} rows exceed serving.max_batch_rows {cfg.max_batch_rows}"
+            )
+        request_id = _header_request_id(request) or svc.next_id()
+        key = KEY.check(request.headers.get("x-request-key", ""), "header X-Request-Key")
+        scored = serve(
+            signal, provide, [None] * max(count, 1), key, request_id, started, pinned=pinned
+        )
         return _json({"predictions": scored.p.tolist()})
 
     def v2_metadata(model: LoadedModel) -> dict[str, Any]:
@@ -775,66 +899,94 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
                 {"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, len(model.feature_names)]}
             ],
             "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, 2]}],
-            "parameters": {"feature_names": list(model.feature_names)},
+            "parameters": {
+                "feature_names": list(model.feature_names),
+                "feature_set_version": model.feature_set_version,
+            },
         }
 
-    async def v2_model(request: Request) -> Response:
-        models = svc.models_of(request.path_params["name"])
-        assert models.champion is not None
-        return _json(v2_metadata(models.champion))
-
-    async def v2_model_ready(request: Request) -> Response:
-        models = svc.models_of(request.path_params["name"])
-        assert models.champion is not None
-        return _json({"name": models.champion.signal, "ready": True})
-
-    async def v2_infer(request: Request) -> Response:
-        started = time.perf_counter()
+    def v2_target(request: Request) -> tuple[str, LoadedModel, str | None]:
+        """(name, the model that answers, the pinned version) of a V2 model path."""
         name = request.path_params["name"]
         models = svc.models_of(name)
         assert models.champion is not None
-        width = len(models.champion.feature_names)
+        version = request.path_params.get("version")
+        if version is None:
+            return name, models.champion, None
+        version = check_version(version, "path version")
+        return name, svc.pinned_model(name, version), version
+
+    async def v2_model(request: Request) -> Response:
+        return _json(v2_metadata(v2_target(request)[1]))
+
+    async def v2_model_ready(request: Request) -> Response:
+        name, model, _ = v2_target(request)
+        return _json({"name": name, "ready": True, "version": model.version})
+
+    async def v2_infer(request: Request) -> Response:
+        started = time.perf_counter()
+        name, target, pinned = v2_target(request)
+        width = len(target.feature_names)
         body = await _body(request, cfg.max_body_bytes)
         if (
             not isinstance(body, dict)
             or not isinstance(body.get("inputs"), list)
-            or not body["inputs"]
+            or len(body["inputs"]) != 1
         ):
             raise ApiError(
                 422, "V2 infer: expected {'inputs': [{'name', 'shape', 'datatype', 'data'}]}"
             )
+        request_id = REQUEST_ID.check(body["id"], "'id'") if "id" in body else svc.next_id()
         tensor = body["inputs"][0]
         if not isinstance(tensor, dict):
             raise ApiError(422, "V2 infer: inputs[0] must be an object")
-        shape, data = tensor.get("shape"), tensor.get("data")
+        missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
+        if missing:
+            raise ApiError(422, f"V2 infer: inputs[0] lacks {missing}")
+        if tensor["name"] != INPUT_NAME:
+            raise ApiError(422, f"V2 infer: inputs[0].name must be {INPUT_NAME!r}")
+        shape, data = tensor["shape"], tensor["data"]
         if (
             not isinstance(shape, list)
             or len(shape) != 2
-            or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+            or not all(
+                (isinstance(d, int) and not isinstance(d, bool))
+                or (isinstance(d, float) and d.is_integer())  # 2.0 is an integer in JSON
+                for d in shape
+            )
         ):
             raise ApiError(422, f"V2 infer: shape must be [rows, {width}], got {shape!r}")
-        if shape[1] != width or shape[0] < 1:
-            raise ApiError(422, f"V2 infer: shape {shape} does not match [rows >= 1, {width}]")
-        if tensor.get("datatype", "FP32") not in ("FP32", "FP64"):
-            raise ApiError(422, f"V2 infer: datatype {tensor.get('datatype')!r}; use FP32")
-        if not isinstance(data, list):
-            raise ApiError(422, "V2 infer: data must be a list")
-        flat = data if not data or not isinstance(data[0], list) else [v for r in data for v in r]
+        shape = [int(d) for d in shape]
+        if shape[1] != width or not 1 <= shape[0] <= cfg.max_batch_rows:
+            raise ApiError(
+                422,
+                f"V2 infer: shape {shape} does not match [1..{cfg.max_batch_rows}, {width}]",
+            )
+        if tensor["datatype"] not in ("FP32", "FP64"):
+            raise ApiError(422, f"V2 infer: datatype {tensor['datatype']!r}; use FP32")
+        if not isinstance(data, list) or not data:
+            raise ApiError(422, "V2 infer: data must be a non-empty list")
+        if all(isinstance(r, list) for r in data):
+            flat = [v for r in data for v in r]
+        elif any(isinstance(r, list) for r in data):
+            raise ApiError(422, "V2 infer: data must be flat, or a list of rows")
+        else:
+            flat = data
         if len(flat) != shape[0] * shape[1]:
             raise ApiError(422, f"V2 infer: {len(flat)} values for shape {shape}")
         matrix = [flat[i * width : (i + 1) * width] for i in range(shape[0])]
 
         def provide(model: LoadedModel) -> tuple[np.ndarray, list[Any] | None]:
-            return _finite_matrix(matrix, len(model.feature_names), "V2 infer"), None
+            return finite_matrix(matrix, len(model.feature_names), "V2 infer"), None
 
-        request_id = str(body.get("id") or svc.next_id())[:64]
         scored = serve(
             name,
             provide,
             [None] * shape[0],
-            request.headers.get("x-request-key", ""),
+            KEY.check(request.headers.get("x-request-key", ""), "header X-Request-Key"),
             request_id,
             started,
+            pinned=pinned,
         )
         model, role, p = scored.model, scored.role, scored.p
         probs = np.stack([1 - p, p], axis=1).astype(np.float32)
@@ -859,9 +1011,13 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         return _json({"status": "live"})
 
     async def ready(request: Request) -> Response:
+        """Ready while a model is loaded (inline features need nothing else); the body says
+        each dependency's state, and ``degraded`` while one is down."""
         if not svc.pool.ready:
             raise ApiError(503, "no model loaded yet", "not_ready")
-        return _json({"status": "ready"})
+        deps = svc.dependency_states()
+        down = [name for name, d in deps.items() if d["state"] == "down"]
+        return _json({"status": "degraded" if down else "ready", "dependencies": deps})
 
     async def ping(request: Request) -> Response:
         """MLflow scoring protocol liveness (``mlflow models serve`` answers /ping)."""
@@ -879,18 +1035,29 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         return _json({"ready": svc.pool.ready}, 200 if svc.pool.ready else 503)
 
     async def list_models(request: Request) -> Response:
+        """Every version this sidecar holds, its role and its inputs (a version that is no
+        longer champion or challenger stays loaded a while: callers may pin it)."""
         out = []
-        for models in svc.pool.models.values():
-            for role in (c.ALIAS_CHAMPION, c.ALIAS_CHALLENGER):
-                model = getattr(models, role)
-                if model is not None:
-                    out.append({**model.describe(role), "canary_weight": models.canary_weight})
+        for models in list(svc.pool.models.values()):  # one snapshot per signal
+            roles = [
+                (role, getattr(models, role))
+                for role in (c.ALIAS_CHAMPION, c.ALIAS_CHALLENGER)
+                if getattr(models, role) is not None
+            ]
+            held = {model.version for _, model in roles}
+            roles += [("retained", m) for m in models.retained if m.version not in held]
+            out += [
+                {**model.describe(role), "canary_weight": models.canary_weight}
+                for role, model in roles
+            ]
         return _json(
             {
                 "models": out,
                 "last_poll": svc.pool.stats.last_poll,
                 "reloads": svc.pool.stats.reloads,
                 "reload_failures": svc.pool.stats.reload_failures,
+                "downloads": svc.pool.stats.downloads,
+                "registry_events": svc.pool.events_connected,
                 "last_error": svc.pool.stats.last_error,
             }
         )
@@ -903,29 +1070,44 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         return Response(body, media_type=content_type)
 
     async def reload(request: Request) -> Response:
-        changes = svc.pool.refresh()
+        try:
+            changes = svc.pool.refresh()
+        except Exception as exc:  # the registry's own errors: none of them is the caller's
+            svc.dependencies["registry"].failed(exc)
+            raise ApiError(503, "the model registry could not be read", "registry_down") from None
         return _json({"changes": changes, "models": list(svc.pool.models)})
 
     async def trade_result(request: Request) -> Response:
         body = await _body(request, cfg.max_body_bytes)
-        pnl = body.get("pnl") if isinstance(body, dict) else None
-        if isinstance(pnl, bool) or not isinstance(pnl, (int, float)) or not math.isfinite(pnl):
+        if not isinstance(body, dict) or "pnl" not in body:
             raise ApiError(422, "expected {'pnl': <finite number, fraction of equity>}")
-        return _json({"state": svc.risk.trade_result(float(pnl), datetime.now(UTC))})
+        pnl = check_pnl(body["pnl"], cfg.risk.max_trade_pnl)
+        return _json({"state": svc.record_trade(pnl)})
 
     async def risk_reset(request: Request) -> Response:
-        svc.risk.reset(datetime.now(UTC))
+        svc.with_risk_state(lambda: svc.risk.reset(datetime.now(UTC)))
         return _json({"status": "reset"})
 
     from signalops.serving.openapi import document
 
-    openapi_body = _json(document(settings)).body
+    spec_cache: dict[str, Any] = {"key": None, "body": b""}
 
     async def openapi(request: Request) -> Response:
-        return Response(openapi_body, media_type="application/json")
+        """Built from what is loaded (feature names, versions), so it says exactly what
+        the server accepts now; rebuilt when a model changes."""
+        key = tuple(
+            (signal, tuple(sorted(svc.pool.loaded_versions(signal))), models.champion)
+            for signal, models in svc.pool.models.items()
+        )
+        if key != spec_cache["key"]:
+            spec_cache["body"] = _json(document(settings, svc.pool)).body
+            spec_cache["key"] = key
+        return Response(spec_cache["body"], media_type="application/json")
 
     async def null(request: Request) -> Response:
         """The HTTP stack alone (benchmark baseline): reads the body, answers a constant."""
+        if not media_type_ok(request.headers.get("content-type")):
+            raise ApiError(415, "send application/json", "unsupported_media_type")
         await _read(request, cfg.max_body_bytes)
         return _json({"predictions": [0.5]})
 
@@ -941,6 +1123,19 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
             "/v2/models/{name}/ready", endpoint("v2_model_ready", v2_model_ready), methods=["GET"]
         ),
         Route("/v2/models/{name}/infer", endpoint("v2_infer", v2_infer), methods=["POST"]),
+        Route(
+            "/v2/models/{name}/versions/{version}", endpoint("v2_model", v2_model), methods=["GET"]
+        ),
+        Route(
+            "/v2/models/{name}/versions/{version}/ready",
+            endpoint("v2_model_ready", v2_model_ready),
+            methods=["GET"],
+        ),
+        Route(
+            "/v2/models/{name}/versions/{version}/infer",
+            endpoint("v2_infer", v2_infer),
+            methods=["POST"],
+        ),
         Route("/health", endpoint("health", health), methods=["GET"]),
         Route("/ready", endpoint("ready", ready), methods=["GET"]),
         Route("/v1/models", endpoint("models", list_models), methods=["GET"]),

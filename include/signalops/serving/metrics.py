@@ -57,6 +57,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.dead_letters = Gauge(
+            "signalops_prediction_log_dead_letters",
+            "Rows the database refused for their content, moved to the dead-letter file",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.spilled = Gauge(
             "signalops_prediction_log_spilled",
             "Rows spilled to disk",

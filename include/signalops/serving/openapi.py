@@ -1,41 +1,137 @@
-"""The sidecar's OpenAPI 3.1 document (served at ``/openapi.json``)."""
+"""The sidecar's OpenAPI 3.1 document (served at ``/openapi.json``).
+
+Built from what the sidecar holds right now: the feature names of each served model, the
+versions a caller may pin, the served names. So every schema is exact: a body valid under
+the document is accepted (bar unknown symbols, 404) and a body it rejects is refused with
+a 4xx; schemathesis checks both ways in the test suite. Two rules cannot be said in JSON
+Schema and are written in the descriptions: a list of ``features_ts`` holds one time per
+feature row, and V2 ``data`` holds rows x columns values.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from signalops.config import Settings
+from signalops.onnx_model import INPUT_NAME
+from signalops.serving.inputs import (
+    KEY,
+    NUMBER,
+    REQUEST_ID,
+    SYMBOL,
+    TIME,
+    VERSION,
+    record_schema,
+    row_schema,
+)
 
-NUMBER_ROW = {"type": "array", "items": {"type": "number"}, "minItems": 1}
-FEATURE_RECORD = {"type": "object", "additionalProperties": {"type": "number"}, "minProperties": 1}
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
 ERROR = {
     "type": "object",
     "required": ["error", "message"],
-    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+    "properties": {
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+        "dependency": {"type": "string", "description": "the service that is down (503)"},
+    },
 }
-
-
-def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
-
-
-def _responses(ok: dict[str, Any], *errors: int) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "200": {"description": "OK", "content": {"application/json": {"schema": ok}}}
+RETRY_AFTER = {
+    "Retry-After": {
+        "required": True,
+        "description": "seconds before trying again",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
     }
-    for code in errors:
-        out[str(code)] = {
-            "description": "error",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        }
+}
+JSON = "application/json"
+
+
+def _body(schema: dict[str, Any], description: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"required": True, "content": {JSON: {"schema": schema}}}
+    if description:
+        out["description"] = description
     return out
 
 
-def document(settings: Settings) -> dict[str, Any]:
-    signals = list(settings.serving.signals or (settings.signal_name,))
-    bad = (400, 404, 413, 422, 503)
+def _responses(ok: dict[str, Any], *errors: int, media: str = JSON) -> dict[str, Any]:
+    out: dict[str, Any] = {"200": {"description": "OK", "content": {media: {"schema": ok}}}}
+    for code in errors:
+        response: dict[str, Any] = {
+            "description": "error",
+            "content": {JSON: {"schema": ERROR_REF}},
+        }
+        if code == 503:
+            response["headers"] = RETRY_AFTER
+        out[str(code)] = response
+    return out
+
+
+def _header(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _list(items: dict[str, Any], max_items: int) -> dict[str, Any]:
+    return {"type": "array", "items": items, "minItems": 1, "maxItems": max_items}
+
+
+def document(settings: Settings, pool: Any) -> dict[str, Any]:
+    cfg = settings.serving
+    max_rows = cfg.max_batch_rows
+    served = list(pool.models)
+    ensembles = {e.name: e for e in cfg.ensembles}
+    default = served[0] if served else settings.signal_name
+
+    def names_of(signal: str) -> tuple[str, ...] | None:
+        models = pool.models.get(signal)
+        champion = getattr(models, "champion", None)
+        return tuple(champion.feature_names) if champion is not None else None
+
+    # Which feature names a request for each served name must carry (ensembles: a member's).
+    needs: dict[str, tuple[str, ...] | None] = {s: names_of(s) for s in served}
+    for name, ensemble in ensembles.items():
+        needs[name] = names_of(next(iter(ensemble.members)))
+    groups: dict[tuple[str, ...] | None, list[str]] = {}
+    for name, names in needs.items():
+        groups.setdefault(names, []).append(name)
+
+    def features(names: tuple[str, ...] | None) -> dict[str, Any]:
+        record = record_schema(names) if names else {"type": "object"}
+        return {"anyOf": [record, _list(record, max_rows)]}
+
+    branches = []
+    for names, members in groups.items():
+        branch: dict[str, Any] = {
+            "properties": {"signal": {"enum": members}, "features": features(names)}
+        }
+        if default not in members:
+            branch["required"] = ["signal"]
+        branches.append(branch)
+    signals_body = {
+        "type": "object",
+        "properties": {
+            "signal": {"enum": list(needs), "description": f"served name (default {default})"},
+            "symbol": SYMBOL.schema(),
+            "symbols": _list(SYMBOL.schema(), max_rows),
+            "features": {"type": ["object", "array"]},
+            "features_ts": {
+                "anyOf": [TIME, {"type": "array", "items": TIME, "minItems": 1}],
+                "description": "bar time of inline features: one for every row, or a list "
+                "with one per feature row (labels them for the outcomes DAG)",
+            },
+            "key": KEY.schema(description="caller key for sticky canary routing"),
+            "request_id": REQUEST_ID.schema(),
+        },
+        "anyOf": [{"required": ["features"]}, {"required": ["symbols"]}, {"required": ["symbol"]}],
+        "allOf": [{"anyOf": branches}],
+    }
     prediction = {
         "type": "object",
+        "required": ["symbol", "probability", "signal", "risk", "features_ts", "features_stale"],
         "properties": {
             "symbol": {"type": ["string", "null"]},
             "probability": {"type": "number"},
@@ -43,182 +139,251 @@ def document(settings: Settings) -> dict[str, Any]:
             "confidence": {"type": "number"},
             "risk": {"type": "object"},
             "features_ts": {"type": ["string", "null"]},
+            "features_stale": {
+                "type": "boolean",
+                "description": "the online store was unreachable: the last features read "
+                "(younger than serving.max_feature_age_s) were used",
+            },
         },
     }
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "signalops sidecar",
-            "version": "1",
-            "description": "Serves the registry's champion (and canary challenger) as ONNX.",
+    key_header = _header("X-Request-Key", KEY.schema(), "caller key for sticky canary routing")
+    id_header = _header("X-Request-Id", REQUEST_ID.schema(), "request id to log")
+
+    champion_names = needs.get(default)
+    width = len(champion_names) if champion_names else 1
+    record = record_schema(champion_names) if champion_names else {"type": "object"}
+    rows = _list(row_schema(width), max_rows)
+    records = _list(record, max_rows)
+    tensor_or_records = {
+        "anyOf": [
+            rows,
+            records,
+            {
+                "type": "object",
+                "required": [INPUT_NAME],
+                "properties": {INPUT_NAME: {"anyOf": [rows, records]}},
+            },
+        ]
+    }
+    split_columns: dict[str, Any] = {
+        "anyOf": [
+            {
+                "type": "array",
+                "items": {"enum": list(cols)},
+                "minItems": width,
+                "maxItems": width,
+                "uniqueItems": True,
+            }
+            for cols in ([*champion_names], [f"f{i}" for i in range(width)])
+        ]
+        if champion_names
+        else [{"type": "array"}]
+    }
+    formats = {
+        "dataframe_split": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {"columns": split_columns, "data": rows},
         },
-        "paths": {
-            "/v1/signals": {
-                "post": {
-                    "summary": "Signals by symbol (online features) or for inline features",
-                    "requestBody": _json_body(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "signal": {"enum": signals},
-                                "symbol": {"type": "string"},
-                                "symbols": {
-                                    "type": "array",
-                                    "items": {"type": "string"},
-                                    "minItems": 1,
-                                },
-                                "features": {
-                                    "oneOf": [
-                                        FEATURE_RECORD,
-                                        {"type": "array", "items": FEATURE_RECORD},
-                                    ]
-                                },
-                                "features_ts": {
-                                    "oneOf": [
-                                        {"type": "string", "format": "date-time"},
-                                        {
-                                            "type": "array",
-                                            "items": {"type": "string", "format": "date-time"},
-                                        },
-                                    ],
-                                    "description": "bar time of inline features, one or one "
-                                    "per row (labels them for the outcomes DAG)",
-                                },
-                                "key": {
-                                    "type": "string",
-                                    "description": "caller key for sticky routing",
-                                },
-                                "request_id": {"type": "string"},
-                            },
-                        }
-                    ),
-                    "responses": _responses(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "request_id": {"type": "string"},
-                                "model": {"type": "object"},
-                                "predictions": {"type": "array", "items": prediction},
-                                "latency_ms": {"type": "number"},
-                            },
+        "dataframe_records": records,
+        "instances": tensor_or_records,
+        "inputs": tensor_or_records,
+    }
+    invocations_body = {
+        "type": "object",
+        "properties": formats,
+        "oneOf": [{"required": [k]} for k in formats],
+        "description": "exactly one of the MLflow scoring formats",
+    }
+    version_params = [
+        _header("X-Model-Version", VERSION, "pin a loaded version (see /v1/models)"),
+        {
+            "name": "version",
+            "in": "query",
+            "required": False,
+            "schema": VERSION,
+            "description": "pin a loaded version (X-Model-Version wins when both are sent)",
+        },
+    ]
+    bad = (400, 404, 415, 422, 503)
+    paths: dict[str, Any] = {
+        "/v1/signals": {
+            "post": {
+                "summary": "Signals by symbol (online features) or for inline features",
+                "parameters": [key_header],
+                "requestBody": _body(signals_body),
+                "responses": _responses(
+                    {
+                        "type": "object",
+                        "required": ["request_id", "model", "predictions"],
+                        "properties": {
+                            "request_id": {"type": "string"},
+                            "model": {"type": "object"},
+                            "predictions": {"type": "array", "items": prediction},
+                            "latency_ms": {"type": "number"},
                         },
-                        *bad,
-                    ),
-                }
-            },
-            "/invocations": {
-                "post": {
-                    "summary": "MLflow scoring protocol (as `mlflow models serve`)",
-                    "requestBody": _json_body(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "dataframe_split": {
-                                    "type": "object",
-                                    "properties": {
-                                        "columns": {"type": "array", "items": {"type": "string"}},
-                                        "data": {"type": "array", "items": NUMBER_ROW},
-                                    },
-                                    "required": ["data"],
-                                },
-                                "dataframe_records": {"type": "array", "items": FEATURE_RECORD},
-                                "instances": {"type": "array", "items": NUMBER_ROW},
-                                "inputs": {"type": "array", "items": NUMBER_ROW},
-                            },
-                        }
-                    ),
-                    "responses": _responses(
-                        {"type": "object", "properties": {"predictions": {"type": "array"}}}, *bad
-                    ),
-                }
-            },
-            "/v2/health/live": {"get": {"responses": _responses({"type": "object"})}},
-            "/v2/health/ready": {"get": {"responses": _responses({"type": "object"}, 503)}},
-            "/v2/models/{name}": {
-                "get": {
-                    "parameters": [
-                        {
-                            "name": "name",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "responses": _responses({"type": "object"}, 404, 503),
-                }
-            },
-            "/v2/models/{name}/infer": {
-                "post": {
-                    "summary": "Open Inference Protocol (KServe V2) inference",
-                    "parameters": [
-                        {
-                            "name": "name",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "requestBody": _json_body(
-                        {
-                            "type": "object",
-                            "required": ["inputs"],
-                            "properties": {
-                                "id": {"type": "string"},
-                                "inputs": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {
-                                        "type": "object",
-                                        "required": ["name", "shape", "datatype", "data"],
-                                        "properties": {
-                                            "name": {"type": "string"},
-                                            "shape": {
-                                                "type": "array",
-                                                "items": {"type": "integer"},
-                                            },
-                                            "datatype": {"type": "string"},
-                                            "data": {"type": "array"},
-                                        },
-                                    },
-                                },
-                            },
-                        }
-                    ),
-                    "responses": _responses({"type": "object"}, *bad),
-                }
-            },
+                    },
+                    *bad,
+                    413,
+                ),
+            }
+        },
+        "/invocations": {
+            "post": {
+                "summary": "MLflow scoring protocol (as `mlflow models serve`)",
+                "parameters": [*version_params, id_header, key_header],
+                "requestBody": _body(invocations_body),
+                "responses": _responses(
+                    {
+                        "type": "object",
+                        "required": ["predictions"],
+                        "properties": {"predictions": {"type": "array", "items": NUMBER}},
+                    },
+                    *bad,
+                    413,
+                ),
+            }
+        },
+        "/v2/health/live": {"get": {"responses": _responses({"type": "object"})}},
+        "/v2/health/ready": {"get": {"responses": _responses({"type": "object"}, 503)}},
+    }
+    for signal in served:
+        names = needs[signal]
+        prefixes = {f"/v2/models/{signal}": names}
+        for version, model in pool.loaded_versions(signal).items():
+            prefixes[f"/v2/models/{signal}/versions/{version}"] = tuple(model.feature_names)
+        for prefix, feature_names in prefixes.items():
+            n = len(feature_names) if feature_names else 1
+            paths[prefix] = {"get": {"responses": _responses({"type": "object"}, 404, 503)}}
+            paths[f"{prefix}/ready"] = {
+                "get": {"responses": _responses({"type": "object"}, 404, 503)}
+            }
+            paths[f"{prefix}/infer"] = {"post": _v2_infer(n, max_rows, key_header, bad)}
+    paths.update(
+        {
             "/health": {"get": {"responses": _responses({"type": "object"})}},
-            "/ready": {"get": {"responses": _responses({"type": "object"}, 503)}},
+            "/ready": {
+                "get": {
+                    "summary": "ready while a model is loaded; each dependency's state",
+                    "responses": _responses({"type": "object"}, 503),
+                }
+            },
+            "/ping": {
+                "get": {
+                    "summary": "MLflow scoring protocol liveness",
+                    "responses": {
+                        "200": {"description": "a model is loaded"},
+                        "503": {"description": "no model yet"},
+                    },
+                }
+            },
+            "/version": {"get": {"responses": _responses({"type": "string"}, media="text/plain")}},
             "/v1/models": {"get": {"responses": _responses({"type": "object"})}},
-            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text format"}}}},
+            "/metrics": {
+                "get": {
+                    "responses": _responses(
+                        {"type": "string"}, media="text/plain; version=0.0.4; charset=utf-8"
+                    )
+                }
+            },
+            "/openapi.json": {"get": {"responses": _responses({"type": "object"})}},
             "/v1/admin/reload": {
                 "post": {
                     "security": [{"bearer": []}],
-                    "responses": _responses({"type": "object"}, 401),
+                    "responses": _responses({"type": "object"}, 401, 503),
                 }
             },
             "/v1/admin/risk/reset": {
                 "post": {
                     "security": [{"bearer": []}],
-                    "responses": _responses({"type": "object"}, 401),
+                    "responses": _responses({"type": "object"}, 401, 503),
                 }
             },
             "/v1/risk/trade-result": {
                 "post": {
+                    "summary": "Feed a closed trade's result to the risk guard's breakers",
                     "security": [{"bearer": []}],
-                    "requestBody": _json_body(
+                    "requestBody": _body(
                         {
                             "type": "object",
                             "required": ["pnl"],
-                            "properties": {"pnl": {"type": "number"}},
+                            "properties": {
+                                "pnl": {
+                                    "type": "number",
+                                    "minimum": -cfg.risk.max_trade_pnl,
+                                    "maximum": cfg.risk.max_trade_pnl,
+                                    "description": "the trade's result, fraction of equity",
+                                }
+                            },
                         }
                     ),
-                    "responses": _responses({"type": "object"}, 400, 401, 413, 422),
+                    "responses": _responses({"type": "object"}, 400, 401, 413, 415, 422, 503),
                 }
             },
+            "/null": {
+                "post": {
+                    "summary": "The HTTP stack alone (benchmark baseline): any JSON, a constant",
+                    "requestBody": {"required": False, "content": {JSON: {"schema": {}}}},
+                    "responses": _responses({"type": "object"}, 400, 413, 415),
+                }
+            },
+        }
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "signalops sidecar",
+            "version": "2",
+            "description": "Serves the registry's champion (and canary challenger) as ONNX. "
+            "This document is built from the models loaded now.",
         },
+        "paths": paths,
         "components": {
             "schemas": {"Error": ERROR},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
+    }
+
+
+def _v2_infer(
+    width: int, max_rows: int, key_header: dict[str, Any], bad: tuple[int, ...]
+) -> dict[str, Any]:
+    tensor = {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {"const": INPUT_NAME},
+            "shape": {
+                "type": "array",
+                "prefixItems": [
+                    {"type": "integer", "minimum": 1, "maximum": max_rows},
+                    {"type": "integer", "const": width},
+                ],
+                "minItems": 2,
+                "maxItems": 2,
+            },
+            "datatype": {"enum": ["FP32", "FP64"]},
+            "data": {
+                "anyOf": [
+                    {"type": "array", "items": NUMBER, "minItems": 1},
+                    {"type": "array", "items": row_schema(width), "minItems": 1},
+                ],
+                "description": "rows x columns values (shape), flat or as rows",
+            },
+        },
+    }
+    return {
+        "summary": "Open Inference Protocol (KServe V2) inference",
+        "parameters": [key_header],
+        "requestBody": _body(
+            {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {
+                    "id": REQUEST_ID.schema(),
+                    "inputs": {"type": "array", "items": tensor, "minItems": 1, "maxItems": 1},
+                },
+            }
+        ),
+        "responses": _responses({"type": "object"}, *bad, 413),
     }

@@ -86,7 +86,8 @@ class RedisRiskState:
     def __init__(self, url: str, prefix: str):
         import redis
 
-        self.client = redis.Redis.from_url(url)
+        # Short timeouts: a request must not hang on a Redis that is gone.
+        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self.prefix = prefix
         self._record = self.client.register_script(self._RECORD)
 
@@ -128,9 +129,10 @@ class CachedRiskState:
     waits on Redis (waiting there also costs a GIL hand-back from other threads).
     """
 
-    def __init__(self, inner: RiskState, refresh_s: float = 0.1):
+    def __init__(self, inner: RiskState, refresh_s: float = 0.1, health: Any = None):
         self.inner = inner
         self.refresh_s = refresh_s
+        self.health = health  # a serving.health.Dependency: told up or down after each sync
         self._lock = threading.Lock()
         self._snapshot: dict[str, dict[str, float]] = {}
         self._pending: dict[str, int] = {}
@@ -143,15 +145,28 @@ class CachedRiskState:
             try:
                 self.sync()
             except Exception as exc:  # Redis down: keep the last snapshot, retry
-                import logging
+                if self.health is not None:
+                    self.health.failed(exc)  # logs the change once, not every 100 ms
+                else:
+                    import logging
 
-                logging.getLogger(__name__).warning("risk state: sync failed: %s", exc)
+                    logging.getLogger(__name__).warning("risk state: sync failed: %s", exc)
+            else:
+                if self.health is not None:
+                    self.health.ok()
 
     def sync(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
-        for day, by in pending.items():
-            self.inner.incr_trades(day, by)
+        try:
+            for day in list(pending):
+                self.inner.incr_trades(day, pending[day])
+                del pending[day]
+        finally:  # Redis down: the counts not pushed wait for the next sync
+            if pending:
+                with self._lock:
+                    for day, by in pending.items():
+                        self._pending[day] = self._pending.get(day, 0) + by
         days = set(self._snapshot) | set(pending)
         fresh = {day: self.inner.get(day) for day in days}
         with self._lock:
