@@ -234,17 +234,21 @@ def test_signals_by_symbol_from_redis_are_logged(server: Server) -> None:
         assert body["model"]["role"] == "champion" and body["predictions"][0]["features_ts"]
         unknown = cl.post("/v1/signals", json={"symbol": "NOPE"})
         assert unknown.status_code == 404 and "NOPE" in unknown.json()["message"]
-    deadline = time.time() + 10
-    while server.logged({"by-symbol-1"}) < 1 and time.time() < deadline:
-        time.sleep(0.1)
+    # The shadow rows are scored after the response, so they may reach the log a flush
+    # later than the champion's: wait for all six.
     engine = sa.create_engine(server.warehouse_url)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT role, symbol, model_version FROM predictions "
-                "WHERE request_id = 'by-symbol-1'"
-            )
-        ).fetchall()
+    deadline = time.time() + 10
+    rows: list[Any] = []
+    while len(rows) < 6 and time.time() < deadline:
+        if server.logged({"by-symbol-1"}):
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT role, symbol, model_version FROM predictions "
+                        "WHERE request_id = 'by-symbol-1'"
+                    )
+                ).fetchall()
+        time.sleep(0.1)
     engine.dispose()
     # Three champion rows, and the challenger's shadow rows (w = 0).
     assert sorted((r[0], r[2]) for r in rows) == [("champion", "1")] * 3 + [("shadow", "2")] * 3
@@ -595,7 +599,7 @@ def test_openapi_document_is_the_truth(server: Server, tmp_path: Path) -> None:
         PYTHONPATH=str(REPO),
     )
     run = subprocess.run(
-        command, check=False, env=env, cwd=REPO, capture_output=True, text=True, timeout=900
+        command, check=False, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900
     )
     out = run.stdout + run.stderr
 
