@@ -38,8 +38,8 @@ run: $(STAMP)  ## run the pipeline end-to-end on the embedded default (SQLite, l
 # Two workers (one per core; a module's tests stay on one worker, so module fixtures are
 # built once), then the tests that stop PostgreSQL, alone.
 test: $(STAMP)  ## run the whole test suite (needs PostgreSQL on :5432 and Redis on :6379)
-	$(PY) -m pytest -n 2 --dist loadscope -m "not serial"
-	$(PY) -m pytest -m serial
+	$(PY) -m pytest -n 2 --dist loadscope -m "not serial" --durations=25
+	$(PY) -m pytest -m serial --durations=10
 
 test-unit: $(STAMP)  ## unit + DAG integrity tests only (no services)
 	$(PY) -m pytest tests/unit tests/dags
