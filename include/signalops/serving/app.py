@@ -32,7 +32,7 @@ from starlette.routing import Route
 from signalops.config import Settings
 from signalops.onnx_model import INPUT_NAME, OUTPUT_NAME
 from signalops.registry import contracts as c
-from signalops.serving.health import Dependency, DependencyDown, is_outage
+from signalops.serving.health import Dependency, DependencyDown, first_line, is_outage
 from signalops.serving.inputs import (
     KEY,
     REQUEST_ID,
@@ -241,6 +241,21 @@ class Sidecar:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Create the tables this sidecar writes (so that readers of ``predictions`` never
+        meet a missing table once it is ready), then load the models."""
+        from signalops.warehouse import Warehouse
+
+        warehouse = Warehouse(self.settings.warehouse_url)
+        try:
+            warehouse.create_all()
+        except Exception as exc:  # down at start (the log spills; its writer creates them
+            # later), or another worker creating them at the same moment
+            if is_outage(exc):
+                self.dependencies["prediction_log"].failed(exc)
+            else:
+                log.warning("warehouse tables not created at start: %s", first_line(exc))
+        finally:
+            warehouse.dispose()
         try:
             self.pool.refresh()
         except Exception as exc:  # registry down at start: not ready until a poll succeeds
