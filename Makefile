@@ -49,6 +49,11 @@ test-integration: $(STAMP)  ## integration tests (real PostgreSQL, Redis, Airflo
 
 # Local UI without a login (simple auth manager, everyone admin): for this machine only.
 airflow: $(STAMP)  ## start `airflow standalone` on the embedded default (UI on :8080)
+	@# DAGs that `make run` created (`airflow dags test`) were stored paused, and the
+	@# paused-at-creation setting below only applies to new ones: unpause them all.
+	$(VENV)/bin/airflow db migrate >/dev/null
+	$(VENV)/bin/airflow dags reserialize >/dev/null
+	$(VENV)/bin/airflow dags unpause --treat-dag-id-as-regex --yes '.*' >/dev/null
 	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True \
 	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False \
 	$(VENV)/bin/airflow standalone

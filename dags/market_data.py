@@ -18,7 +18,10 @@ validates them and upserts them into the warehouse `bars` table keyed by `(symbo
   `features` DAG.
 
 History: trigger with the `start`/`end` params to collect any range in one run, or create a
-backfill from the UI. Source settings come from `SIGNALOPS_MARKET__*` / `signalops.yaml`.
+backfill from the UI. A scheduled run continues the warehouse: when its newest bar lies
+before the interval, the run collects from the bar after it (up to `market.catchup_max_bars`,
+a week of 5-minute bars; beyond that it fails with the backfill command to run).
+Source settings come from `SIGNALOPS_MARKET__*` / `signalops.yaml`.
 """
 
 from __future__ import annotations
@@ -69,10 +72,12 @@ def market_data() -> None:
     ) -> dict:
         """Fetch + validate the window into a staging Parquet file; return its path."""
         from signalops.config import load_settings
-        from signalops.data.collect import extract_bars
+        from signalops.data.collect import catch_up_start, extract_bars
         from signalops.windows import resolve_window
 
         with task_errors():
+            settings = load_settings()
+            symbols = params["symbols"] or None
             start, end = resolve_window(
                 params["start"],
                 params["end"],
@@ -80,7 +85,9 @@ def market_data() -> None:
                 data_interval_end,
                 "market_data",
             )
-            return extract_bars(load_settings(), start, end, params["symbols"] or None).as_dict()
+            if not params["start"]:  # a scheduled interval continues the warehouse's bars
+                start = catch_up_start(settings, start, symbols)
+            return extract_bars(settings, start, end, symbols).as_dict()
 
     @task
     def validate(staged: dict, run_id: Any = None) -> dict:

@@ -13,11 +13,13 @@ export AIRFLOW__CORE__DAGS_FOLDER="$PWD/dags" AIRFLOW__CORE__PLUGINS_FOLDER="$PW
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export PATH="$PWD/.venv/bin:$PATH"
 
-# A fixed history so that the run is reproducible: 30 days of 5-minute bars, then the
-# next hourly interval as the schedule would run it.
-HISTORY_START=${HISTORY_START:-2026-09-01T00:00:00+00:00}
-HISTORY_END=${HISTORY_END:-2026-10-01T00:00:00+00:00}
-NEXT_HOUR=${NEXT_HOUR:-2026-10-01T01:00:00+00:00}   # logical date: interval [00:00, 01:00)
+# The history ends where the scheduler will continue it (`make airflow`): 30 days of
+# 5-minute bars up to the last full hour but one, then that last full hour as the
+# schedule runs it. The synthetic source is deterministic per (symbol, bar time), so a
+# rerun in the same hour changes nothing; set the three variables to pin a window.
+NEXT_HOUR=${NEXT_HOUR:-$(date -u +%Y-%m-%dT%H:00:00+00:00)}  # interval [NEXT_HOUR - 1h, NEXT_HOUR)
+HISTORY_END=${HISTORY_END:-$(date -u -d "${NEXT_HOUR} - 1 hour" +%Y-%m-%dT%H:%M:%S+00:00)}
+HISTORY_START=${HISTORY_START:-$(date -u -d "${HISTORY_END} - 30 days" +%Y-%m-%dT%H:%M:%S+00:00)}
 LOG_DIR="$SIGNALOPS_STATE_DIR/logs"
 mkdir -p "$LOG_DIR"
 

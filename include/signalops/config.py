@@ -68,6 +68,13 @@ class MarketSettings(_Section):
     session: tuple[str, str] | None = Field(
         None, description='sessions: ["HH:MM", "HH:MM"] local open and close, Monday..Friday'
     )
+    catchup_max_bars: int = Field(
+        2016,
+        ge=0,
+        description="a scheduled market_data run starts at the warehouse's newest bar when it "
+        "lags by up to this many bars (2016: a week of 5-minute bars); beyond: it fails with "
+        "the backfill command",
+    )
     path: str | None = Field(None, description="csv/parquet: a file, a directory or a glob")
     postgres_url: str | None = None
     postgres_table: str | None = None

@@ -92,3 +92,46 @@ def test_postgres_source_table_and_query(pg_url: str, bars: pd.DataFrame) -> Non
             start, end
         )
     engine.dispose()
+
+
+def test_a_scheduled_run_continues_the_warehouse_or_says_how_to_backfill(
+    tmp_path: Path,
+) -> None:
+    """``make run`` ends its history at some hour; the scheduler's next interval may start
+    later (the next day): the run collects from the bar after the warehouse's newest, up to
+    ``market.catchup_max_bars``, and beyond that fails with the backfill command."""
+    from datetime import UTC, datetime, timedelta
+
+    from signalops.config import load_settings
+    from signalops.data.collect import CatchUpTooLargeError, catch_up_start
+
+    settings = load_settings(
+        env={
+            "SIGNALOPS_STATE_DIR": str(tmp_path),
+            "SIGNALOPS_MARKET__SYMBOLS": "AAA,BBB",
+            "SIGNALOPS_MARKET__CATCHUP_MAX_BARS": "300",
+        },
+        config_file=None,
+    )
+    interval = datetime(2026, 10, 2, 6, tzinfo=UTC)
+    assert catch_up_start(settings, interval) == interval  # empty warehouse: the interval
+    ts = pd.date_range("2026-10-01T00:00Z", "2026-10-01T23:55Z", freq="5min")
+    bars = pd.DataFrame(
+        {
+            "symbol": ["AAA"] * len(ts) + ["BBB"] * (len(ts) - 12),  # BBB lags an hour
+            "ts": list(ts) + list(ts[:-12]),
+        }
+    ).assign(open=10.0, high=11.0, low=9.0, close=10.5, volume=100.0)
+    with Warehouse(settings.warehouse_url) as wh:
+        wh.upsert_bars(bars, "synthetic")
+    resumed = catch_up_start(settings, interval)
+    assert resumed == datetime(2026, 10, 1, 23, tzinfo=UTC)  # the laggard's next bar
+    on_time = datetime(2026, 10, 2, 0, tzinfo=UTC)
+    assert catch_up_start(settings, on_time, ["AAA"]) == on_time  # no hole: unchanged
+    too_far = interval + timedelta(days=2)
+    with pytest.raises(CatchUpTooLargeError) as err:
+        catch_up_start(settings, too_far)
+    message = str(err.value)
+    assert "more than market.catchup_max_bars (300)" in message
+    assert "airflow dags trigger market_data -c" in message
+    assert '"start": "2026-10-01T23:00:00+00:00"' in message

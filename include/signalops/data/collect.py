@@ -17,6 +17,7 @@ import pandas as pd
 from signalops.config import Settings
 from signalops.data.bars import find_gaps, validate_bars
 from signalops.data.sources import source_from_settings
+from signalops.errors import BadInputError
 from signalops.files import atomic_write_table
 from signalops.warehouse import Warehouse
 
@@ -37,6 +38,47 @@ class ExtractResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class CatchUpTooLargeError(BadInputError):
+    """The warehouse lags the scheduled interval by more than ``market.catchup_max_bars``."""
+
+
+def catch_up_start(
+    settings: Settings, start: datetime, symbols: list[str] | None = None
+) -> datetime:
+    """Where a scheduled run starts collecting: its interval's start, or earlier, at the
+    bar after the warehouse's newest one, so that the scheduler continues the history
+    (``make run``'s, or its own after a pause) with no hole. An empty warehouse: the
+    interval only. A lag beyond ``market.catchup_max_bars``: an error that gives the
+    backfill command, rather than one very long scheduled run."""
+    symbols = list(symbols or settings.market.symbols)
+    with Warehouse(settings.warehouse_url) as warehouse:
+        warehouse.create_all()
+        newest = warehouse.previous_bar_ts(symbols, start)
+    if not newest:
+        return start
+    bar = settings.market.bar
+    resume = (min(newest.values()) + bar).to_pydatetime()
+    if resume >= start:
+        return start
+    lag = int((start - resume) / bar)
+    limit = settings.market.catchup_max_bars
+    if lag > limit:
+        raise CatchUpTooLargeError(
+            f"the warehouse's newest bar is {resume - bar:%Y-%m-%dT%H:%M:%S%z}, {lag} bars "
+            f"before this run's interval ({start.isoformat()}), more than "
+            f"market.catchup_max_bars ({limit}). Backfill the hole in one run first: "
+            f"airflow dags trigger market_data -c "
+            f'\'{{"start": "{resume.isoformat()}", "end": "{start.isoformat()}"}}\''
+        )
+    log.info(
+        "catching up: the warehouse ends at %s; collecting from %s (%d bars before the interval)",
+        (resume - bar).isoformat(),
+        resume.isoformat(),
+        lag,
+    )
+    return resume
 
 
 def staging_path(settings: Settings, source: str, start: datetime, end: datetime) -> Path:
