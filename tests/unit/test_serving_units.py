@@ -142,14 +142,14 @@ from signalops.serving.inputs import (  # noqa: E402
 )
 
 
-@hsettings(max_examples=3000, deadline=None)
+@hsettings(max_examples=1500, deadline=None)
 @given(st.from_regex(TIME_PATTERN, fullmatch=True))
 def test_every_time_the_document_allows_is_accepted(value: str) -> None:
     when = check_time(value, "t")
     assert datetime(1969, 12, 30, tzinfo=UTC) < when < datetime(2100, 1, 2, tzinfo=UTC)
 
 
-@hsettings(max_examples=3000, deadline=None)
+@hsettings(max_examples=1500, deadline=None)
 @given(st.datetimes(), st.integers(min_value=-23 * 60, max_value=23 * 60))
 def test_every_real_time_in_range_matches_the_pattern(naive: datetime, minutes: int) -> None:
     from datetime import timedelta, timezone
