@@ -441,3 +441,45 @@ def test_rollout_of_a_challenger_with_the_same_inputs_says_nothing_about_them(
     (row,) = _rows(settings, signal)
     assert row.reason == "started" and "inputs" not in _history(row)[0]
     assert "other inputs" not in json.dumps([r.body for r in slack.requests])
+
+
+def test_a_challenger_of_other_inputs_never_breaks_the_champions_callers(
+    make: Callable[..., Settings], signal: str, tmp_path: Path
+) -> None:
+    """Champion on 3 features, challenger on 4 (another feature set): old callers keep
+    their 200s whether the challenger shadows (w = 0) or takes the whole canary share
+    (w = 1: the champion answers what the challenger cannot read), and a caller of the new
+    schema pins the challenger's version."""
+    from starlette.testclient import TestClient
+
+    from signalops.serving.app import Sidecar, build_app
+
+    settings = make(
+        SIGNALOPS_SIGNAL_NAME=signal,
+        SIGNALOPS_SERVING__ADMIN_TOKEN="t",
+        SIGNALOPS_SERVING__POLL_INTERVAL_S=str(POLL_S),
+    )
+    registry = Registry(settings)
+    old = register(registry, tmp_path)
+    new = register(registry, tmp_path, [*NAMES, "rsi_14"], feature_set="v2")
+    registry.set_alias(c.ALIAS_CHAMPION, old)
+    registry.set_alias(c.ALIAS_CHALLENGER, new)
+    app = build_app(settings, Sidecar(settings, start_background=False))
+    admin = {"Authorization": "Bearer t"}
+    with TestClient(app) as client:
+        for weight in ("0", "1"):
+            registry.set_model_tag(c.CANARY_WEIGHT_TAG, weight)
+            assert client.post("/v1/admin/reload", headers=admin).status_code == 200
+            r = client.post("/invocations", json={"instances": [[0.1, 0.2, 0.3]]})
+            assert r.status_code == 200, (weight, r.text)
+            inline = client.post("/v1/signals", json={"features": dict.fromkeys(NAMES, 0.1)})
+            assert inline.status_code == 200, (weight, inline.text)
+            assert inline.json()["model"] == {"name": signal, "version": old, "role": "champion"}
+        pinned = client.post(
+            "/invocations",
+            json={"instances": [[0.1, 0.2, 0.3, 0.4]]},
+            headers={"X-Model-Version": new},
+        )
+        assert pinned.status_code == 200, pinned.text
+        listed = {m["version"]: m for m in client.get("/v1/models").json()["models"]}
+        assert listed[new]["features"] == [*NAMES, "rsi_14"] and listed[old]["features"] == NAMES

@@ -646,7 +646,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
             model, role, shadow = route(models, symbols[0] or "", key)
         try:
             x, stamps = provide(model)
-        except ApiError:
+        except InputError:
             if model is champion or pinned is not None:
                 raise
             # The challenger cannot read this input (another feature set): champion answers.
@@ -675,7 +675,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
             try:
                 same = shadow.feature_names == model.feature_names
                 xs, stamps_s = (x, stamps) if same else provide(shadow)
-            except ApiError as exc:
+            except InputError as exc:
                 metrics.child(metrics.errors, "shadow", exc.kind).inc()
             else:
                 # Off the request path: batched with other requests' shadow rows.
