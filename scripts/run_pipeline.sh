@@ -20,6 +20,11 @@ export PATH="$PWD/.venv/bin:$PATH"
 NEXT_HOUR=${NEXT_HOUR:-$(date -u +%Y-%m-%dT%H:00:00+00:00)}  # interval [NEXT_HOUR - 1h, NEXT_HOUR)
 HISTORY_END=${HISTORY_END:-$(date -u -d "${NEXT_HOUR} - 1 hour" +%Y-%m-%dT%H:%M:%S+00:00)}
 HISTORY_START=${HISTORY_START:-$(date -u -d "${HISTORY_END} - 30 days" +%Y-%m-%dT%H:%M:%S+00:00)}
+# The runs' logical dates, one second after the hour: a manual run still covers the hourly
+# interval that ends before it, and it does not take the logical date (an interval's start)
+# of the scheduler's own next run, which Airflow would otherwise skip as "already exists".
+HISTORY_AT=$(date -u -d "${HISTORY_END} + 1 second" +%Y-%m-%dT%H:%M:%S+00:00)
+RUN_AT=$(date -u -d "${NEXT_HOUR} + 1 second" +%Y-%m-%dT%H:%M:%S+00:00)
 LOG_DIR="$SIGNALOPS_STATE_DIR/logs"
 mkdir -p "$LOG_DIR"
 
@@ -42,40 +47,40 @@ airflow db migrate >"$LOG_DIR/db_migrate.log" 2>&1 || { tail -20 "$LOG_DIR/db_mi
 echo "    ok"
 
 step "1/13 market_data: collect history $HISTORY_START .. $HISTORY_END"
-dag_test market_data "$HISTORY_END" "{\"start\": \"$HISTORY_START\", \"end\": \"$HISTORY_END\"}"
+dag_test market_data "$HISTORY_AT" "{\"start\": \"$HISTORY_START\", \"end\": \"$HISTORY_END\"}"
 
 step "2/13 features: feature set over the history (offline Parquet + online store)"
-dag_test features "$HISTORY_END" "{\"start\": \"$HISTORY_START\", \"end\": \"$HISTORY_END\"}"
+dag_test features "$HISTORY_AT" "{\"start\": \"$HISTORY_START\", \"end\": \"$HISTORY_END\"}"
 
 step "3/13 market_data: the scheduled hourly interval ending $NEXT_HOUR"
-dag_test market_data "$NEXT_HOUR"
+dag_test market_data "$RUN_AT"
 
 step "4/13 features: the new hour (what the signalops/bars Asset event triggers)"
-dag_test features "$NEXT_HOUR" "{\"start\": \"$HISTORY_END\", \"end\": \"$NEXT_HOUR\"}"
+dag_test features "$RUN_AT" "{\"start\": \"$HISTORY_END\", \"end\": \"$NEXT_HOUR\"}"
 
 step "5/13 features: backfill feature set v2 over the whole history in one run"
-dag_test features "$NEXT_HOUR" "{\"feature_set_version\": \"v2\", \"start\": \"$HISTORY_START\", \"end\": \"$NEXT_HOUR\"}"
+dag_test features "$RUN_AT" "{\"feature_set_version\": \"v2\", \"start\": \"$HISTORY_START\", \"end\": \"$NEXT_HOUR\"}"
 
 step "6/13 retrain: first model on feature set v1 (no champion yet: the gate decides)"
-dag_test retrain "$NEXT_HOUR" '{"feature_set_version": "v1"}'
+dag_test retrain "$RUN_AT" '{"feature_set_version": "v1"}'
 
 step "7/13 retrain: a v2 challenger, judged against the v1 champion on the same holdout"
-dag_test retrain "$NEXT_HOUR" '{"feature_set_version": "v2"}'
+dag_test retrain "$RUN_AT" '{"feature_set_version": "v2"}'
 
 step "8/13 drift_monitor: the champion's reference profile vs the last day of bars (drift.window_bars, 288)"
-dag_test drift_monitor "$NEXT_HOUR"
+dag_test drift_monitor "$RUN_AT"
 
 step "9/13 canary: the v2 challenger's rollout starts (shadow step: weight 0)"
-dag_test canary "$NEXT_HOUR"
+dag_test canary "$RUN_AT"
 
 step "10/13 serving sidecar: the registry's champion as ONNX (native, MLflow and V2 protocols)"
 python scripts/sidecar_demo.py
 
 step "11/13 outcomes: label the logged predictions whose horizon has matured"
-dag_test outcomes "$NEXT_HOUR"
+dag_test outcomes "$RUN_AT"
 
 step "12/13 rollback (manual DAG): champion to v1 (already the champion: nothing to move)"
-dag_test rollback "$NEXT_HOUR" '{"version": "1", "reason": "make run demo"}'
+dag_test rollback "$RUN_AT" '{"version": "1", "reason": "make run demo"}'
 
 step "13/13 real daily market data (GOOG 2004-2013, shipped by the backtesting package), only four settings"
 # Its own state directory: source csv, the file, the symbol, daily bars; every other
