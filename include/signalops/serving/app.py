@@ -68,17 +68,10 @@ Provider = Callable[[LoadedModel], tuple[np.ndarray, list[Any] | None]]
 
 
 class ApiError(InputError):
-    """A 4xx/5xx answer with a kind (counted in ``signalops_errors``) and optional headers."""
+    """A 4xx/5xx answer with a kind (counted in ``signalops_errors``), status first."""
 
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        kind: str = "bad_request",
-        headers: dict[str, str] | None = None,
-    ):
+    def __init__(self, status: int, message: str, kind: str = "bad_request"):
         super().__init__(message, status, kind)
-        self.headers = headers or {}
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -331,20 +324,14 @@ class Sidecar:
         if wanted:
             if self._online is None:
                 self._online = online_store_from_settings(self.settings)
-            store = self.dependencies["online_store"]
-            fetched = None
-            if store.may_try():
-                try:
-                    fetched = self._online.read(version, wanted)
-                except Exception as exc:
-                    if not is_outage(exc):
-                        raise
-                    store.failed(exc)
-                else:
-                    store.ok()
-            if fetched is None:  # down: what we read before, if it is young enough
+            online = self._online
+            try:
+                fetched = self.dependencies["online_store"].call(
+                    lambda: online.read(version, wanted)
+                )
+            except DependencyDown:  # what we read before serves, if it is young enough
                 if any((version, s) not in self._feature_cache for s in wanted):
-                    raise DependencyDown(store)
+                    raise
                 stale = True
             else:
                 for symbol, vector in fetched.items():
@@ -397,23 +384,10 @@ class Sidecar:
             raise ApiError(503, f"no model loaded yet for {signal!r}", "not_ready")
         return models
 
-    def with_risk_state(self, action: Callable[[], Any]) -> Any:
-        """Run a write to the shared risk state; unreachable: DependencyDown (a 503)."""
-        dep = self.dependencies["risk_state"]
-        if not dep.may_try():
-            raise DependencyDown(dep)
-        try:
-            result = action()
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            dep.failed(exc)
-            raise DependencyDown(dep) from None
-        dep.ok()
-        return result
-
     def record_trade(self, pnl: float) -> dict[str, float]:
-        state = self.with_risk_state(lambda: self.risk.trade_result(pnl, datetime.now(UTC)))
+        state = self.dependencies["risk_state"].call(
+            lambda: self.risk.trade_result(pnl, datetime.now(UTC))
+        )
         return {k: float(v) for k, v in state.items()}
 
     def dependency_states(self) -> dict[str, Any]:
@@ -447,16 +421,11 @@ class Sidecar:
         if not apply_risk:
             return labels, [RiskDecision(True, "ensemble member")] * len(p)
         confidences = [max(float(v), 1 - float(v)) for v in p]
-        risk_state = self.dependencies["risk_state"]
-        decisions = None
-        if risk_state.may_try():
-            try:
-                decisions = self.risk.check(labels, confidences, datetime.now(UTC))
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                risk_state.failed(exc)
-        if decisions is None:  # fail closed: with the limits unknown, nothing trades
+        try:  # the check reads a snapshot: the state's own sync says when Redis is back
+            decisions = self.dependencies["risk_state"].call(
+                lambda: self.risk.check(labels, confidences, datetime.now(UTC)), mark_up=False
+            )
+        except DependencyDown:  # fail closed: with the limits unknown, nothing trades
             blocked = RiskDecision(False, "risk state unavailable")
             decisions = [RiskDecision(True, "ok") if s == "HOLD" else blocked for s in labels]
         final = [s if d.allowed else "HOLD" for s, d in zip(labels, decisions, strict=True)]
@@ -573,9 +542,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
                 response = await fn(request)
             except InputError as exc:
                 metrics.child(metrics.errors, name, exc.kind).inc()
-                headers = exc.headers if isinstance(exc, ApiError) else None
-                if exc.status == 503:
-                    headers = {"Retry-After": "1", **(headers or {})}
+                headers = {"Retry-After": "1"} if exc.status == 503 else None
                 response = _json({"error": exc.kind, "message": exc.message}, exc.status, headers)
             except DependencyDown as exc:  # logged once by the dependency, not per request
                 dep = exc.dependency
@@ -1100,7 +1067,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         return _json({"state": svc.record_trade(pnl)})
 
     async def risk_reset(request: Request) -> Response:
-        svc.with_risk_state(lambda: svc.risk.reset(datetime.now(UTC)))
+        svc.dependencies["risk_state"].call(lambda: svc.risk.reset(datetime.now(UTC)))
         return _json({"status": "reset"})
 
     from signalops.serving.openapi import document

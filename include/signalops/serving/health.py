@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -105,6 +107,24 @@ class Dependency:
                 return False
             self._next_try = now + self.retry_s
             return True
+
+    def call(self, action: Callable[[], T], mark_up: bool = True) -> T:
+        """``action()``, or DependencyDown: at once while the dependency is down (one caller
+        per ``retry_s`` tries it), or when it fails with an outage (told once). A success
+        marks it up unless ``mark_up`` is False (an action served from a local copy proves
+        nothing about the service). Other errors pass through."""
+        if not self.may_try():
+            raise DependencyDown(self)
+        try:
+            result = action()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self.failed(exc)
+            raise DependencyDown(self) from None
+        if mark_up:
+            self.ok()
+        return result
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state, "since": self.since}
