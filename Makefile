@@ -18,7 +18,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install run test test-unit test-integration airflow lint format typecheck bench constraints clean
+.PHONY: help install run test test-unit test-integration airflow stack stack-down lint format typecheck bench constraints clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -78,7 +78,13 @@ bench: $(STAMP)  ## run the benchmarks under bench/
 constraints: $(STAMP)  ## re-pin constraints.txt from the current venv
 	{ echo "# Full, transitive pin set for requirements.txt + requirements-dev.txt on Python 3.11"; \
 	  echo "# (regenerate: make constraints). Plays the role of Airflow's constraints files."; \
-	  $(UV) pip freeze --python $(PY) | grep -v -E '^(uv|signalops)[= ]'; } > constraints.txt
+	  $(UV) pip freeze --python $(PY) | grep -v -E "^(uv|signalops)[= ]|^-e " | LC_ALL=C sort -f; } > constraints.txt
 
 clean:  ## remove all local state (.signalops/); keeps .venv
 	rm -rf $(SIGNALOPS_STATE_DIR)
+
+stack: $(STAMP)  ## start the production topology natively (CeleryExecutor, PostgreSQL, MLflow server, sidecar)
+	$(PY) -m signalops.stack up
+
+stack-down: $(STAMP)  ## stop what `make stack` started
+	$(PY) -m signalops.stack down
