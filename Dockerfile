@@ -22,12 +22,17 @@ COPY --chown=airflow:0 pyproject.toml ./
 COPY --chown=airflow:0 include/ ./include/
 RUN pip install --no-cache-dir --no-deps -e .
 
+# Fail the build when the installed set is inconsistent (a requirement the pins above broke,
+# e.g. a provider of the base image that needs another celery/Airflow than constraints.txt).
+RUN pip check
+
 # DAGs and plugins where Airflow looks for them by default ($AIRFLOW_HOME/dags, /plugins).
 COPY --chown=airflow:0 dags/ ./dags/
 COPY --chown=airflow:0 plugins/ ./plugins/
 
-# SIGNALOPS_STATE_DIR (lake, staging) is a named volume in docker-compose.yaml. Creating the
-# directory here, owned by airflow, makes Docker seed the empty volume with that ownership;
-# otherwise it would be root-owned and unwritable by the tasks.
-RUN mkdir -p /opt/airflow/signalops-state
+# SIGNALOPS_STATE_DIR (lake, staging) and the simple auth manager's password file
+# (/opt/airflow/auth) are named volumes in docker-compose.yaml. Creating the directories here,
+# owned by airflow, makes Docker seed the empty volumes with that ownership; otherwise they
+# would be root-owned and unwritable by the tasks / the api-server.
+RUN mkdir -p /opt/airflow/signalops-state /opt/airflow/auth
 ENV SIGNALOPS_STATE_DIR=/opt/airflow/signalops-state
