@@ -478,7 +478,8 @@ def bar_defaults(bar_minutes: int) -> dict[str, dict[str, Any]]:
             "min_outcomes": 100,
         },
         "validation": {"max_gap_bars": max(1, round(4320 / bar_minutes))},  # three days
-        "serving": {"max_feature_age_s": 3 * 60.0 * bar_minutes},  # three bars
+        # market_data collects hourly: the newest vector is up to an hour old, plus 3 bars
+        "serving": {"max_feature_age_s": 3600.0 + 3 * 60.0 * bar_minutes},
     }
 
 

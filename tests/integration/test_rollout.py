@@ -331,3 +331,12 @@ def test_the_dags_drive_the_same_functions(
     bad = airflow.dags_test("rollback", when, {"version": "99"}, check=False)
     assert bad.returncode != 0 and "no version '99'" in bad.stdout + bad.stderr
     assert "up_for_retry" not in bad.stdout + bad.stderr
+
+
+def test_a_tick_before_any_model_is_registered_is_idle(settings: Settings) -> None:
+    """A new deployment: the canary DAG's 15-minute tick runs before the first retrain.
+    Nothing is registered: the tick is idle and writes nothing (no tag on a missing model)."""
+    from signalops.rollout.canary import tick
+
+    assert tick(settings) == {"action": "idle", "reason": "no registered model yet"}
+    assert Registry(settings).aliases() == {}

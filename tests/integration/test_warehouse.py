@@ -114,7 +114,10 @@ def test_a_scheduled_run_continues_the_warehouse_or_says_how_to_backfill(
         config_file=None,
     )
     interval = datetime(2026, 10, 2, 6, tzinfo=UTC)
-    assert catch_up_start(settings, interval) == interval  # empty warehouse: the interval
+    # empty warehouse: the interval and, before it, the feature set's warm-up (400 bars)
+    seeded = catch_up_start(settings, interval)
+    assert seeded == interval - settings.market.market_calendar.span_for(400)
+    assert (interval - seeded) / settings.market.bar >= 400
     ts = pd.date_range("2026-10-01T00:00Z", "2026-10-01T23:55Z", freq="5min")
     bars = pd.DataFrame(
         {

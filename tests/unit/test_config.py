@@ -99,7 +99,7 @@ def test_missing_or_malformed_file(tmp_path: Path) -> None:
 BAR_TABLE = {
     # bar minutes: (horizon, feature set, calendar, training window days / min rows,
     #               drift window bars / min rows / min outcomes, max gap bars)
-    5: (12, "v1", "always", 30, 5000, 288, 200, 100, 864, 900),
+    5: (12, "v1", "always", 30, 5000, 288, 200, 100, 864, 3600 + 900),
     60: (6, "v1", "always", 365, 2000, 120, 60, 60, 96, 3 * 86400),
     1440: (5, "d1", "weekdays", 3650, 500, 63, 40, 40, 10, 4 * 86400),
 }

@@ -50,14 +50,25 @@ def catch_up_start(
     """Where a scheduled run starts collecting: its interval's start, or earlier, at the
     bar after the warehouse's newest one, so that the scheduler continues the history
     (``make run``'s, or its own after a pause) with no hole. An empty warehouse: the
-    interval only. A lag beyond ``market.catchup_max_bars``: an error that gives the
-    backfill command, rather than one very long scheduled run."""
+    interval plus the history the configured feature set needs before it (its warm-up, in
+    bars of the market calendar), so the features run the new bars trigger has rows to
+    compute. A lag beyond ``market.catchup_max_bars``: an error that gives the backfill
+    command, rather than one very long scheduled run."""
     symbols = list(symbols or settings.market.symbols)
     with Warehouse(settings.warehouse_url) as warehouse:
         warehouse.create_all()
         newest = warehouse.previous_bar_ts(symbols, start)
     if not newest:
-        return start
+        from signalops.features.definitions import get_feature_set
+
+        warmup = get_feature_set(settings.features.feature_set_version).warmup
+        seed = start - settings.market.market_calendar.span_for(warmup)
+        log.info(
+            "empty warehouse: collecting from %s, room for the feature set's %d-bar warm-up",
+            seed.isoformat(),
+            warmup,
+        )
+        return seed
     bar = settings.market.bar
     resume = (min(newest.values()) + bar).to_pydatetime()
     if resume >= start:

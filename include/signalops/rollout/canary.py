@@ -400,6 +400,8 @@ class Canary:
         if row is not None and row["status"] != "active":
             return self._finish(row)  # a crash left it half-done: complete it
         aliases = self.registry.aliases()
+        if row is None and not aliases:  # nothing registered yet (a new deployment): no weight
+            return {"action": "idle", "reason": "no registered model yet"}
         challenger = aliases.get(c.ALIAS_CHALLENGER)
         champion = aliases.get(c.ALIAS_CHAMPION)
         if row is not None and row["challenger_version"] != challenger:
