@@ -56,6 +56,7 @@ airflow: $(STAMP)  ## start `airflow standalone` on the embedded default (UI on 
 	$(VENV)/bin/airflow dags unpause --treat-dag-id-as-regex --yes '.*' >/dev/null
 	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True \
 	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=$${AIRFLOW__CORE__EXECUTION_API_SERVER_URL:-http://localhost:$${AIRFLOW__API__PORT:-8080}/execution/} \
 	$(VENV)/bin/airflow standalone
 
 lint: $(STAMP)  ## ruff lint + format check, mypy on include/signalops

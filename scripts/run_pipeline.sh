@@ -27,8 +27,19 @@ HISTORY_AT=$(date -u -d "${HISTORY_END} + 1 second" +%Y-%m-%dT%H:%M:%S+00:00)
 RUN_AT=$(date -u -d "${NEXT_HOUR} + 1 second" +%Y-%m-%dT%H:%M:%S+00:00)
 LOG_DIR="$SIGNALOPS_STATE_DIR/logs"
 mkdir -p "$LOG_DIR"
+# RUN_STEPS=N runs steps 1..N only, then stops (exit 0) saying so; e.g. RUN_STEPS=2 leaves
+# the history collected and featurized for the scheduler to continue. Default: all 13.
+RUN_STEPS=${RUN_STEPS:-13}
+[[ $RUN_STEPS =~ ^[0-9]+$ ]] || { echo "RUN_STEPS=$RUN_STEPS: expected a step number (0-13)" >&2; exit 2; }
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+step() {  # step "N/13 what": stops here when N is past RUN_STEPS
+  local n=${1%%/*}
+  if [[ $n =~ ^[0-9]+$ ]] && ((10#$n > 10#$RUN_STEPS)); then
+    printf '\nStopped after step %s of 13 (RUN_STEPS=%s). State: %s\n' "$RUN_STEPS" "$RUN_STEPS" "$SIGNALOPS_STATE_DIR"
+    exit 0
+  fi
+  printf '\n\033[1m==> %s\033[0m\n' "$*"
+}
 
 dag_test() {  # dag_test NAME LOGICAL_DATE [CONF_JSON]
   local dag=$1 when=$2 conf=${3:-"{}"} log="$LOG_DIR/${1}_$(date +%Y%m%dT%H%M%S).log"
