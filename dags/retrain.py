@@ -143,11 +143,11 @@ def retrain() -> None:
         settings = load_settings()
         overrides = {k: params[k] for k in HYPERPARAMETERS if params.get(k) is not None}
         with task_errors():
-            request = steps.plan_request(
-                settings, {**params, "hyperparameters": overrides}, run_key=run_id
-            )
-            run_dir = steps.write_request(settings, request)
             try:
+                request = steps.plan_request(
+                    settings, {**params, "hyperparameters": overrides}, run_key=run_id
+                )
+                run_dir = steps.write_request(settings, request)
                 result = steps.assemble(settings, run_dir)
             except InsufficientDataError as exc:
                 send_alert(exc.alert, settings.alerts)

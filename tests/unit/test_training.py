@@ -55,6 +55,15 @@ def test_too_little_data_is_refused_with_an_alert(lake_settings: Settings) -> No
         assemble_dataset(lake_settings, TRAIN_END, TRAIN_END + np.timedelta64(3, "D"))
 
 
+def test_no_features_at_all_is_the_same_refusal(settings: Settings) -> None:
+    """A new deployment: the daily retrain comes before the first features run. The DAG
+    skips it with the alert instead of failing."""
+    from signalops.training.retrain import plan_request
+
+    with pytest.raises(InsufficientDataError, match="0 labeled rows in the offline store"):
+        plan_request(settings, {}, run_key="first")
+
+
 def test_training_is_deterministic(lake_settings: Settings) -> None:
     ds = assemble_dataset(lake_settings, TRAIN_START, TRAIN_END)
     cfg, params = lake_settings.training, lake_settings.training.xgboost

@@ -33,7 +33,7 @@ from signalops.config import Settings, XGBoostParams
 from signalops.errors import BadInputError
 from signalops.files import atomic_write_arrow, atomic_write_bytes, atomic_write_table
 from signalops.registry import contracts as c
-from signalops.training.dataset import Dataset, Split, assemble_dataset
+from signalops.training.dataset import Dataset, InsufficientDataError, Split, assemble_dataset
 from signalops.windows import parse_ts, resolve_window
 
 log = logging.getLogger(__name__)
@@ -139,10 +139,11 @@ def plan_request(settings: Settings, params: Mapping[str, Any], run_key: str) ->
         end = parse_ts(params["end"], "retrain params end")
     else:
         latest = OfflineStore(settings.lake_dir).latest(version, symbols)
-        if latest.empty:
-            raise BadInputError(
-                f"the offline store has no features for {version} and {symbols}: "
-                "run market_data and features first"
+        if latest.empty:  # a new deployment: the daily run comes before any features
+            raise InsufficientDataError(
+                0,
+                settings.training.min_rows,
+                f"the offline store ({version}, {symbols}; run market_data and features first)",
             )
         end = (pd.Timestamp(latest["ts"].max()) + settings.market.bar).to_pydatetime()
     start = params.get("start") or (end - timedelta(days=days)).isoformat()
