@@ -41,7 +41,6 @@ def notify_failure(context: Any) -> None:
         log.error("could not send the failure alert: %s", exc)
 
 
-
 def retry_delay() -> timedelta:
     """One minute, or Airflow's ``[core] default_task_retry_delay`` (seconds) where a deployment
     sets it in the environment (the production stack's fault tests wait 5 s)."""
