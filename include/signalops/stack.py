@@ -153,6 +153,42 @@ def create_databases(env: Mapping[str, str]) -> list[str]:
     return names
 
 
+PORTS = {  # the setting -> what listens there
+    "AIRFLOW__API__PORT": "the Airflow api-server (set AIRFLOW_PORT)",
+    "MLFLOW_PORT": "the MLflow server (set MLFLOW_PORT)",
+    "SIGNALOPS_SERVING__PORT": "the sidecar (set SIDECAR_PORT)",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": (
+        "the scheduler's health check (set AIRFLOW_SCHEDULER_HEALTH_PORT)"
+    ),
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": (
+        "the worker's log server (set AIRFLOW_WORKER_LOG_PORT)"
+    ),
+    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": (
+        "the triggerer's log server (set AIRFLOW_TRIGGERER_LOG_PORT)"
+    ),
+}
+
+
+def check_ports(env: Mapping[str, str]) -> None:
+    """Every port the stack listens on is free: another process there (an `airflow
+    standalone`, a second stack) would answer the health checks in its place."""
+    import socket
+
+    busy = []
+    for key, what in PORTS.items():
+        port = int(env[key])
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                busy.append(f"{port}: {what}")
+    if busy:
+        raise StackError(
+            "ports already in use: " + ", ".join(busy) + "; stop what holds them or move the stack"
+        )
+
+
 def set_up(env: Mapping[str, str]) -> None:
     """The one-shot steps before the services start (idempotent)."""
     directory = Path(env["STACK_DIR"])
@@ -421,6 +457,7 @@ def up(env: dict[str, str], timeout_s: float = UP_TIMEOUT_S) -> None:
         return
     directory = Path(env["STACK_DIR"])
     started = time.monotonic()
+    check_ports(env)
     set_up(env)
     for hold in (directory / "control").glob("*.hold"):
         hold.unlink()
