@@ -167,3 +167,19 @@ def copy_lake(lake: Path, tmp_path: Path, **env: str) -> Settings:
 
     shutil.copytree(lake, tmp_path / "state")
     return training_settings(tmp_path, **env)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """What each injected fault cost (``record_property("fault costs", [...])``), printed at
+    the end of the run, also under pytest-xdist (the property travels with the report)."""
+    lines: list[str] = []
+    for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get(
+        "failed", []
+    ):
+        for name, value in getattr(report, "user_properties", []):
+            if name == "fault costs":
+                lines += [f"{report.nodeid}:", *(f"  {line}" for line in value)]
+    if lines:
+        terminalreporter.section("fault costs")
+        for line in lines:
+            terminalreporter.line(line)
