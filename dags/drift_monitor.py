@@ -108,9 +108,11 @@ def drift_monitor() -> None:
 
     @task
     def alert(summary: dict) -> dict:
-        """One Slack alert for medium/high drift (deduplicated in the check)."""
+        """One Slack alert for medium/high drift (deduplicated in the check); the window
+        counts as alerted only once it was delivered."""
         from signalops.alerts import Alert, send_alert
         from signalops.config import load_settings
+        from signalops.drift.monitor import mark_alerted
 
         if not summary["alert"]:
             return {"sent": False, "severity": summary["severity"]}
@@ -134,7 +136,9 @@ def drift_monitor() -> None:
                 "report": summary.get("report", ""),
             },
         )
-        send_alert(message, load_settings().alerts)
+        settings = load_settings()
+        send_alert(message, settings.alerts)  # AlertError: this task fails and is retried
+        mark_alerted(settings, summary)
         return {"sent": True, "severity": summary["severity"]}
 
     @task.short_circuit
@@ -158,8 +162,9 @@ def drift_monitor() -> None:
 
     checked = check()
     reported = report(checked)
-    alert(reported)
-    retrain_needed(reported) >> drift_detected(reported)
+    # The retrain trigger follows a delivered alert: both come once, together, even when
+    # Slack or the report failed first (the next run sees the window not yet alerted).
+    alert(reported) >> retrain_needed(reported) >> drift_detected(reported)
 
 
 drift_monitor()

@@ -1,9 +1,11 @@
 """The drift monitor in real Airflow runs against a registered champion (real MLflow):
 a window with no shift gives severity none and no alert; the synthetic source's injected
 shift gives high severity, one Slack alert, the drift_detected Asset, an Evidently report
-and an MLflow run; checking the same window again rewrites its rows and does not alert or
-emit again. The window is each symbol's last `drift.window_bars` bars, judged against the
-profile's null critical values. A window with too few rows is skipped with the reason."""
+and an MLflow run. While Slack fails, the window stays not alerted and nothing is emitted,
+so the next check alerts once Slack is back. Checking the same window again rewrites its
+rows and does not alert or emit again. The window is each symbol's last
+`drift.window_bars` bars, judged against the profile's null critical values. A window with
+too few rows is skipped with the reason."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from signalops.config import load_settings
+from signalops.config import Settings, load_settings
 from signalops.drift.monitor import run_check
 from signalops.registry import Registry
 from signalops.training import retrain as steps
@@ -27,6 +29,14 @@ pytestmark = pytest.mark.integration
 SHIFT_AT = TRAIN_END + timedelta(days=3)
 CALM_END = SHIFT_AT  # [TRAIN_END, SHIFT_AT): the same market as the training data
 SHIFTED_END = SHIFT_AT + timedelta(days=3)  # [SHIFT_AT, +3 d): volatility x2.5, volume x3
+
+
+def _checks(settings: Settings) -> list:
+    engine = sa.create_engine(settings.warehouse_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM drift_checks ORDER BY window_end")).fetchall()
+    engine.dispose()
+    return list(rows)
 
 
 def test_drift_monitor_calm_then_shifted(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -42,6 +52,7 @@ def test_drift_monitor_calm_then_shifted(tmp_path_factory: pytest.TempPathFactor
             SIGNALOPS_EVALUATION__BOOTSTRAP_SAMPLES="200",
             SIGNALOPS_DRIFT__WINDOW_BARS="864",  # each symbol's last 72 h of 5-minute bars
             SIGNALOPS_ALERTS__SLACK_WEBHOOK_URL=f"{slack.url}/hooks/drift",
+            AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY="1",  # the failing alert's retries
         )
         settings = load_settings(env=stack.env, config_file=None)
         build_lake(settings, TRAIN_START, SHIFTED_END)
@@ -51,6 +62,16 @@ def test_drift_monitor_calm_then_shifted(tmp_path_factory: pytest.TempPathFactor
         assert "register" in registered, {k: v.summary for k, v in registered.items()}
 
         stack.dags_test("drift_monitor", CALM_END.isoformat())
+        # Slack fails: the alert task fails (and its retries); the window is not marked
+        # alerted and the retrain trigger is not emitted, so nothing is lost ...
+        slack.status = 500
+        stack.dags_test("drift_monitor", SHIFTED_END.isoformat(), check=False)
+        assert [r.alerted for r in _checks(settings)] == [False, False]
+        assert stack.asset_events("signalops/drift_detected") == []
+        assert any("HIGH drift" in json.dumps(r.body) for r in slack.requests)  # it was tried
+        # ... the next check of the same drift, with Slack back, alerts once and triggers
+        slack.status = 200
+        slack.requests.clear()
         stack.dags_test("drift_monitor", SHIFTED_END.isoformat())
         stack.dags_test("drift_monitor", SHIFTED_END.isoformat())  # the same window again
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -482,13 +483,15 @@ def run_check(
     return check
 
 
-def _key(check: DriftCheck) -> dict[str, Any]:
-    """The warehouse key of a check: windows of different lengths never share a row."""
+def _key(check: DriftCheck | Mapping[str, Any]) -> dict[str, Any]:
+    """The warehouse key of a check (or of its ``as_dict()``): windows of different lengths
+    never share a row."""
+    values = check if isinstance(check, Mapping) else vars(check)
     return {
-        "signal_name": check.signal,
-        "model_version": check.model_version,
-        "window_start": pd.Timestamp(check.window_start).to_pydatetime(),
-        "window_end": pd.Timestamp(check.window_end).to_pydatetime(),
+        "signal_name": values["signal"],
+        "model_version": values["model_version"],
+        "window_start": pd.Timestamp(values["window_start"]).to_pydatetime(),
+        "window_end": pd.Timestamp(values["window_end"]).to_pydatetime(),
     }
 
 
@@ -496,7 +499,9 @@ def persist(settings: Settings, check: DriftCheck, report_path: str | None = Non
     """Write the check (replacing a previous check of the same window); return whether it
     should alert: medium or high, and no alert of at least this severity for this signal
     (any window length) ending within ``drift.realert_hours`` before this window's end (an
-    ongoing drift alerts once, not hourly, and once for all the window lengths checked)."""
+    ongoing drift alerts once, not hourly, and once for all the window lengths checked).
+    A window counts as alerted only once the alert was delivered (``mark_alerted``): if the
+    report, MLflow or Slack fails, the next check of the drift alerts again."""
     import sqlalchemy as sa
 
     from signalops.warehouse import Warehouse, drift_checks_table, drift_features_table
@@ -542,7 +547,7 @@ def persist(settings: Settings, check: DriftCheck, report_path: str | None = Non
                         "matured_rows": check.matured_rows,
                         "reasons": check.reasons,
                         "recommendations": check.recommendations,
-                        "alerted": alert or already,
+                        "alerted": already,
                         "report_path": report_path or (previous.report_path if previous else None),
                     }
                 ],
@@ -566,6 +571,23 @@ def persist(settings: Settings, check: DriftCheck, report_path: str | None = Non
                     ],
                 )
     return alert
+
+
+def mark_alerted(settings: Settings, summary: Mapping[str, Any]) -> None:
+    """The alert of a check (``DriftCheck.as_dict()``, as the DAG passes it on) was
+    delivered: later windows within ``realert_hours`` are covered by it."""
+    import sqlalchemy as sa
+
+    from signalops.warehouse import Warehouse, drift_checks_table
+
+    t = drift_checks_table
+    key = _key(summary)
+    with Warehouse(settings.warehouse_url) as warehouse, warehouse.engine.begin() as conn:
+        updated = conn.execute(
+            sa.update(t).where(*(t.c[k] == v for k, v in key.items())).values(alerted=True)
+        ).rowcount
+    if updated != 1:
+        raise RuntimeError(f"no drift check to mark alerted for {key}")
 
 
 def set_report_path(settings: Settings, check: DriftCheck, path: str) -> None:
