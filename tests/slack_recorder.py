@@ -26,6 +26,8 @@ class SlackRecorder:
     url: str
     requests: list[Recorded] = field(default_factory=list)
     status: int = 200
+    # answered first, one per request, before `status` (429 comes with Retry-After: 1)
+    script: list[int] = field(default_factory=list)
 
 
 @contextmanager
@@ -41,8 +43,11 @@ def slack_recorder() -> Iterator[SlackRecorder]:
                 body = {k: v[0] for k, v in parse_qs(raw).items()}
             recorder.requests.append(Recorded(self.path, dict(self.headers), body))
             api = self.path.startswith("/api/")
-            payload = json.dumps({"ok": recorder.status == 200}).encode() if api else b"ok"
-            self.send_response(recorder.status)
+            status = recorder.script.pop(0) if recorder.script else recorder.status
+            payload = json.dumps({"ok": status == 200}).encode() if api else b"ok"
+            self.send_response(status)
+            if status == 429:
+                self.send_header("Retry-After", "1")
             self.send_header("Content-Type", "application/json" if api else "text/plain")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()

@@ -55,6 +55,26 @@ def test_slack_errors_are_typed() -> None:
             )
 
 
+def test_a_rate_limit_is_waited_out_and_the_alert_delivered() -> None:
+    """Slack answers 429 with Retry-After: the client waits and sends again (bot and webhook);
+    past the retries it is an AlertError, never a silent loss."""
+    with slack_recorder() as slack:
+        slack.script = [429, 429]
+        bot = AlertSettings(
+            slack_token="x", slack_channel="#alerts", slack_base_url=slack.url + "/api/"
+        )
+        assert send_alert(ALERT, bot) == "slack-bot"
+        assert len(slack.requests) == 3
+        slack.script = [429]
+        assert send_alert(ALERT, AlertSettings(slack_webhook_url=slack.url + "/hook")) == (
+            "slack-webhook"
+        )
+        assert len(slack.requests) == 5
+        slack.script = [429] * 4
+        with pytest.raises(AlertError, match="429"):
+            send_alert(ALERT, AlertSettings(slack_webhook_url=slack.url + "/hook"))
+
+
 def test_without_slack_it_logs(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="signalops.alerts.slack"):
         assert send_alert(ALERT, AlertSettings()) == "log"

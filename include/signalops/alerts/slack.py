@@ -66,6 +66,20 @@ class Alert:
         return blocks
 
 
+def _retry_handlers() -> list[Any]:
+    """Slack's own retry handlers: a rate limit (HTTP 429) is waited out as its Retry-After
+    says, up to three times; a dropped connection is retried twice."""
+    from slack_sdk.http_retry.builtin_handlers import (
+        ConnectionErrorRetryHandler,
+        RateLimitErrorRetryHandler,
+    )
+
+    return [
+        ConnectionErrorRetryHandler(max_retry_count=2),
+        RateLimitErrorRetryHandler(max_retry_count=3),
+    ]
+
+
 def send_alert(alert: Alert, settings: AlertSettings) -> str:
     """Deliver ``alert``; return the channel used: ``slack-bot``, ``slack-webhook`` or ``log``."""
     if settings.slack_token:
@@ -76,6 +90,7 @@ def send_alert(alert: Alert, settings: AlertSettings) -> str:
             token=settings.slack_token,
             timeout=10,
             base_url=settings.slack_base_url or WebClient.BASE_URL,
+            retry_handlers=_retry_handlers(),
         )
         try:
             client.chat_postMessage(
@@ -89,9 +104,10 @@ def send_alert(alert: Alert, settings: AlertSettings) -> str:
     if settings.slack_webhook_url:
         from slack_sdk.webhook import WebhookClient
 
-        response = WebhookClient(settings.slack_webhook_url, timeout=10).send(
-            text=alert.plain(), blocks=alert.blocks()
+        webhook = WebhookClient(
+            settings.slack_webhook_url, timeout=10, retry_handlers=_retry_handlers()
         )
+        response = webhook.send(text=alert.plain(), blocks=alert.blocks())
         if response.status_code != 200:
             raise AlertError(f"Slack webhook answered {response.status_code}: {response.body}")
         return "slack-webhook"
