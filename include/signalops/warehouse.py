@@ -151,6 +151,25 @@ rollouts_table = sa.Table(
     sa.Column("history", sa.JSON, nullable=False),
 )
 
+# Every alert, by dedup key (signalops.alerts.ledger): one row per key, its latest outcome
+# (sending | sent | failed | suppressed), when it was last delivered and how often it came.
+alerts_table = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("dedup_key", sa.String(256), primary_key=True),
+    sa.Column("kind", sa.String(64), nullable=False, index=True),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("title", sa.String(512), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("occurrences", sa.Integer, nullable=False),
+    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_sent", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),  # a send in flight
+    sa.Column("channel", sa.String(16), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+)
+
 UPSERT_CHUNK = 2_000
 
 

@@ -527,6 +527,54 @@ def test_oversized_and_empty_bodies(server: Server) -> None:
     assert 'status="500"' not in metrics
 
 
+def test_a_broken_version_alerts_once_across_workers(server: Server, tmp_path: Path) -> None:
+    """Three processes follow the registry (this module's server and a ``--workers 2`` one);
+    a version that cannot load is tried by each, and Slack hears about it once (the alert
+    ledger's row counts every occurrence)."""
+    env = dict(server.env, SIGNALOPS_SERVING__PORT=str(free_port()))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    registry = server.registry
+    with running_sidecar(env, tmp_path, tmp_path / "broken-two.log", workers=2):
+        time.sleep(2)  # the second worker may still be loading its models
+        run_id = registry.start_run("broken-again", tags={})
+        folder = tmp_path / "model"
+        folder.mkdir()
+        (folder / c.ONNX_MODEL).write_bytes(b"not an onnx graph either")
+        (folder / c.FEATURE_SPEC).write_text(
+            json.dumps({"feature_set_version": "v1", "names": server.names})
+        )
+        registry.log_artifacts(run_id, folder, c.MODEL_DIR)
+        broken = registry.register_version(run_id, tags={}, description="broken on purpose")
+        registry.set_alias(c.ALIAS_CHAMPION, broken)
+        try:
+            key = f"model_load_failed:{server.settings.signal_name}:v{broken}"
+
+            def occurrences() -> int:
+                engine = sa.create_engine(server.warehouse_url)
+                try:
+                    with engine.connect() as conn:
+                        return int(
+                            conn.execute(
+                                sa.text("SELECT occurrences FROM alerts WHERE dedup_key = :k"),
+                                {"k": key},
+                            ).scalar()
+                            or 0
+                        )
+                finally:
+                    engine.dispose()
+
+            deadline = time.time() + 20
+            while occurrences() < 3 and time.time() < deadline:
+                time.sleep(0.2)
+            assert occurrences() >= 3, "not every process tried the broken version"
+            sent = [
+                r for r in server.slack.requests if f"v{broken} not loaded" in json.dumps(r.body)
+            ]
+            assert len(sent) == 1, [r.body for r in sent]
+        finally:
+            registry.set_alias(c.ALIAS_CHAMPION, "2")
+
+
 def test_two_workers_share_one_metrics_view(server: Server, tmp_path: Path) -> None:
     """``--workers 2``: requests spread over both processes; any scrape counts them all."""
     env = dict(server.env, SIGNALOPS_SERVING__PORT=str(free_port()))

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,8 @@ from signalops.serving.risk import RiskDecision
 from signalops.serving.routing import route
 
 log = logging.getLogger(__name__)
+# A version that failed to load alerts once (per version, across workers) in this long.
+LOAD_ALERT_WINDOW = timedelta(days=30)
 
 
 @dataclass
@@ -191,7 +193,7 @@ class Sidecar:
         for ensemble in self.cfg.ensembles:  # members are served models too
             self.signals += [m for m in ensemble.members if m not in self.signals]
         self.metrics = Metrics()
-        self.pool = ModelPool(settings, self.signals, on_alert=self._alert)
+        self.pool = ModelPool(settings, self.signals, on_alert=self._load_failed)
         self.predlog = PredictionLogClient(
             settings.warehouse_url,
             settings.state_dir / "serving" / "spill",
@@ -295,13 +297,25 @@ class Sidecar:
                 f"{new} prediction row(s) refused by the warehouse database were moved to "
                 f"the dead-letter file under {self.settings.state_dir / 'serving'} "
                 f"(last: {stats.get('last_dead_letter')}). The other rows were logged.",
+                kind="predictions_dead_lettered",
+                key=self.settings.signal_name,
+                window=timedelta(minutes=1),
             )
 
-    def _alert(self, title: str, text: str) -> None:
-        from signalops.alerts import Alert, AlertError, send_alert
+    def _load_failed(self, title: str, text: str, version_key: str) -> None:
+        """A version failed to load: one alert per version, whichever worker saw it first."""
+        self._alert(
+            title, text, kind="model_load_failed", key=version_key, window=LOAD_ALERT_WINDOW
+        )
 
+    def _alert(self, title: str, text: str, *, kind: str, key: str, window: timedelta) -> None:
+        """Through the alert ledger: deduplicated across this server's workers."""
+        from signalops.alerts import Alert, AlertError
+        from signalops.alerts.ledger import deliver
+
+        alert = Alert(title=title, text=text, severity="error")
         try:
-            send_alert(Alert(title=title, text=text, severity="error"), self.settings.alerts)
+            deliver(alert, self.settings, kind=kind, key=key, window=window)
         except AlertError as exc:
             log.error("could not send alert: %s", exc)
 

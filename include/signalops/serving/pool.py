@@ -151,7 +151,7 @@ class ModelPool:
         self,
         settings: Any,
         signals: list[str],
-        on_alert: Callable[[str, str], None] | None = None,
+        on_alert: Callable[[str, str, str], None] | None = None,
     ):
         self.settings = settings
         self.signals = signals
@@ -234,7 +234,8 @@ class ModelPool:
                 self.stats.failed_versions[f"{signal}/{version}"] = reason
                 log.error("%s; still serving %s", reason, was if have else "nothing")
                 if self._on_alert:
-                    self._on_alert(f"signalops sidecar: {signal} v{version} not loaded", reason)
+                    title = f"signalops sidecar: {signal} v{version} not loaded"
+                    self._on_alert(title, reason, f"{signal}:v{version}")
                 loaded[role] = have
                 continue
             loaded[role] = known[version] = model

@@ -1,0 +1,132 @@
+"""Alerts with a memory: dedup across processes and runs, and a record of every alert.
+
+``deliver`` keeps one row per dedup key in the warehouse table ``alerts``. An alert whose key
+was delivered within its window, or is being delivered by another process right now, is
+*suppressed* (counted, not sent); otherwise this caller claims it and sends it. The claim is
+a compare-and-swap on the row's occurrence count, so two workers (or two DAG runs) that
+raise the same alert at once send it once. A failed send is recorded as ``failed`` and
+raised: the next occurrence sends again; nothing is marked sent that was not. When the
+warehouse itself cannot be reached the alert is sent without its record: an alert is never
+lost for want of its bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import sqlalchemy as sa
+
+from signalops.alerts.slack import Alert, AlertError, send_alert
+from signalops.config import Settings
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["sent", "suppressed"]
+IN_FLIGHT = timedelta(seconds=60)  # a claim older than this is taken to have died
+CLAIM_ATTEMPTS = 8
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def deliver(alert: Alert, settings: Settings, *, kind: str, key: str, window: timedelta) -> Outcome:
+    """Send ``alert`` unless ``key`` was delivered within ``window`` (or is in flight);
+    record the outcome either way. Raises AlertError when the send fails."""
+    from signalops.warehouse import Warehouse
+
+    key = f"{kind}:{key}"[:256]
+    try:
+        with Warehouse(settings.warehouse_url) as warehouse:
+            warehouse.create_all()
+            claimed = _claim(warehouse.engine, alert, kind, key, window)
+            if not claimed:
+                log.info("alert %s suppressed (sent within %s)", key, window)
+                return "suppressed"
+            try:
+                channel = send_alert(alert, settings.alerts)
+            except AlertError as exc:
+                _finish(warehouse.engine, key, status="failed", error=str(exc)[:2000])
+                raise
+            _finish(warehouse.engine, key, status="sent", channel=channel, sent=True)
+            return "sent"
+    except sa.exc.OperationalError as exc:
+        log.warning("alert ledger unreachable (%s): sending %s without its record", exc, key)
+        send_alert(alert, settings.alerts)
+        return "sent"
+
+
+def _claim(engine: sa.Engine, alert: Alert, kind: str, key: str, window: timedelta) -> bool:
+    """Count this occurrence; True when this caller is to send it."""
+    from signalops.warehouse import alerts_table as t
+
+    for _ in range(CLAIM_ATTEMPTS):
+        now = datetime.now(UTC)
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(t).where(t.c.dedup_key == key)).first()
+        if row is None:
+            try:
+                with engine.begin() as conn:
+                    conn.execute(
+                        t.insert().values(
+                            dedup_key=key,
+                            kind=kind,
+                            severity=alert.severity,
+                            title=alert.title[:512],
+                            status="sending",
+                            occurrences=1,
+                            first_seen=now,
+                            last_seen=now,
+                            claimed_at=now,
+                        )
+                    )
+            except sa.exc.IntegrityError:
+                continue  # another process inserted it first: decide again
+            return True
+        last_sent, claimed_at = _utc(row.last_sent), _utc(row.claimed_at)
+        sent_recently = last_sent is not None and now - last_sent < window
+        in_flight = claimed_at is not None and now - claimed_at < IN_FLIGHT
+        suppress = sent_recently or in_flight
+        with engine.begin() as conn:  # compare-and-swap on the occurrence count
+            swapped = conn.execute(
+                sa.update(t)
+                .where(t.c.dedup_key == key, t.c.occurrences == row.occurrences)
+                .values(
+                    occurrences=row.occurrences + 1,
+                    last_seen=now,
+                    status="suppressed" if suppress else "sending",
+                    claimed_at=row.claimed_at if suppress else now,
+                    severity=alert.severity,
+                    title=alert.title[:512],
+                )
+            ).rowcount
+        if swapped == 1:
+            return not suppress
+    raise AlertError(f"alert {key}: could not claim it after {CLAIM_ATTEMPTS} attempts")
+
+
+def _finish(
+    engine: sa.Engine,
+    key: str,
+    *,
+    status: str,
+    channel: str | None = None,
+    error: str | None = None,
+    sent: bool = False,
+) -> None:
+    from signalops.warehouse import alerts_table as t
+
+    values: dict[str, object] = {
+        "status": status,
+        "channel": channel,
+        "error": error,
+        "claimed_at": None,
+    }
+    if sent:
+        values["last_sent"] = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(sa.update(t).where(t.c.dedup_key == key).values(**values))
