@@ -336,17 +336,22 @@ def test_alias_change_is_swapped_in_with_zero_failed_requests(server: Server) ->
     assert "1" not in versions[first_two + 40 :]  # once swapped, it stays swapped
 
 
-def test_broken_version_is_not_swapped_in(server: Server, tmp_path: Path) -> None:
+def _register_broken(server: Server, folder: Path) -> str:
+    """A registered version whose ONNX file is not a graph (its spec is fine)."""
     registry = server.registry
     run_id = registry.start_run("broken", tags={})
-    folder = tmp_path / "model"
     folder.mkdir()
     (folder / c.ONNX_MODEL).write_bytes(b"this is not an onnx graph")
     (folder / c.FEATURE_SPEC).write_text(
         json.dumps({"feature_set_version": "v1", "names": server.names})
     )
     registry.log_artifacts(run_id, folder, c.MODEL_DIR)
-    broken = registry.register_version(run_id, tags={}, description="deliberately broken")
+    return str(registry.register_version(run_id, tags={}, description="deliberately broken"))
+
+
+def test_broken_version_is_not_swapped_in(server: Server, tmp_path: Path) -> None:
+    registry = server.registry
+    broken = _register_broken(server, tmp_path / "model")
     alerts_before = len(server.slack.requests)
     registry.set_alias(c.ALIAS_CHAMPION, broken)
     server.reload()
@@ -536,15 +541,7 @@ def test_a_broken_version_alerts_once_across_workers(server: Server, tmp_path: P
     registry = server.registry
     with running_sidecar(env, tmp_path, tmp_path / "broken-two.log", workers=2):
         time.sleep(2)  # the second worker may still be loading its models
-        run_id = registry.start_run("broken-again", tags={})
-        folder = tmp_path / "model"
-        folder.mkdir()
-        (folder / c.ONNX_MODEL).write_bytes(b"not an onnx graph either")
-        (folder / c.FEATURE_SPEC).write_text(
-            json.dumps({"feature_set_version": "v1", "names": server.names})
-        )
-        registry.log_artifacts(run_id, folder, c.MODEL_DIR)
-        broken = registry.register_version(run_id, tags={}, description="broken on purpose")
+        broken = _register_broken(server, tmp_path / "model")
         registry.set_alias(c.ALIAS_CHAMPION, broken)
         try:
             key = f"model_load_failed:{server.settings.signal_name}:v{broken}"
