@@ -54,7 +54,7 @@ class SyntheticSettings(_Section):
     @field_validator("origin", "shift_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        return _as_utc(value) if value is not None else None
+        return as_utc(value) if value is not None else None
 
 
 class MarketSettings(_Section):
@@ -652,5 +652,6 @@ def _find_origin(origins: Mapping[tuple[str, ...], str], loc: tuple[str, ...]) -
     return ", ".join(below) if below else "defaults"
 
 
-def _as_utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
+    """An aware datetime in UTC; a naive one (as SQLite returns them) is taken as UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

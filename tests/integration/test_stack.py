@@ -303,21 +303,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             assert down.returncode == 0, down.stderr
 
 
-def _versions(stack: Stack) -> list[Any]:
+def _registry(stack: Stack) -> Any:
+    """The stack's registry, through its MLflow server, as the tasks see it."""
     from signalops.config import load_settings
     from signalops.registry import Registry
 
-    settings = load_settings(env=stack.env, config_file=None)
-    registry = Registry(settings)
-    return list(registry.client.search_model_versions(f"name='{settings.signal_name}'"))
+    return Registry(load_settings(env=stack.env, config_file=None))
+
+
+def _versions(stack: Stack) -> list[Any]:
+    registry = _registry(stack)
+    return list(registry.client.search_model_versions(f"name='{registry.name}'"))
 
 
 def _alias(stack: Stack, alias: str) -> str | None:
-    from signalops.config import load_settings
-    from signalops.registry import Registry
-
-    settings = load_settings(env=stack.env, config_file=None)
-    version = Registry(settings).by_alias(alias)
+    version = _registry(stack).by_alias(alias)
     return None if version is None else str(version.version)
 
 

@@ -19,19 +19,13 @@ from typing import Literal
 import sqlalchemy as sa
 
 from signalops.alerts.slack import Alert, AlertError, send_alert
-from signalops.config import Settings
+from signalops.config import Settings, as_utc
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["sent", "suppressed"]
 IN_FLIGHT = timedelta(seconds=60)  # a claim older than this is taken to have died
 CLAIM_ATTEMPTS = 8
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def deliver(alert: Alert, settings: Settings, *, kind: str, key: str, window: timedelta) -> Outcome:
@@ -87,9 +81,8 @@ def _claim(engine: sa.Engine, alert: Alert, kind: str, key: str, window: timedel
             except sa.exc.IntegrityError:
                 continue  # another process inserted it first: decide again
             return True
-        last_sent, claimed_at = _utc(row.last_sent), _utc(row.claimed_at)
-        sent_recently = last_sent is not None and now - last_sent < window
-        in_flight = claimed_at is not None and now - claimed_at < IN_FLIGHT
+        sent_recently = row.last_sent is not None and now - as_utc(row.last_sent) < window
+        in_flight = row.claimed_at is not None and now - as_utc(row.claimed_at) < IN_FLIGHT
         suppress = sent_recently or in_flight
         with engine.begin() as conn:  # compare-and-swap on the occurrence count
             swapped = conn.execute(
