@@ -22,7 +22,7 @@ from __future__ import annotations
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from signalops.assets import CHALLENGER_REGISTERED
-from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
+from signalops.dag_defaults import DAG_CALLBACKS, DEFAULT_ARGS, START_DATE, task_errors
 
 
 @dag(
@@ -35,6 +35,7 @@ from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
     catchup=False,
     max_active_runs=1,
     max_consecutive_failed_dag_runs=5,
+    **DAG_CALLBACKS,
     default_args=DEFAULT_ARGS,
     tags=["signalops", "rollout"],
     doc_md=__doc__,

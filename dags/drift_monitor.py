@@ -32,7 +32,7 @@ from typing import Any
 from airflow.sdk import Param, dag, task
 
 from signalops.assets import DRIFT_DETECTED
-from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
+from signalops.dag_defaults import DAG_CALLBACKS, DEFAULT_ARGS, START_DATE, task_errors
 
 
 @dag(
@@ -42,6 +42,7 @@ from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
     catchup=False,
     max_active_runs=1,
     max_consecutive_failed_dag_runs=5,
+    **DAG_CALLBACKS,
     default_args=DEFAULT_ARGS,
     tags=["signalops", "drift", "monitoring"],
     doc_md=__doc__,
@@ -107,39 +108,24 @@ def drift_monitor() -> None:
         return {**summary, "report": str(path), "mlflow_run_id": run_id}
 
     @task
-    def alert(summary: dict) -> dict:
-        """One Slack alert for medium/high drift (deduplicated in the check); the window
-        counts as alerted only once it was delivered."""
-        from signalops.alerts import Alert, send_alert
+    def alert(summary: dict, run_id: Any = None) -> dict:
+        """One Slack alert for medium/high drift, linked to the signal's page (its Evidently
+        report) and this run; the window counts as alerted only once it was delivered."""
+        from signalops.alerts.ledger import deliver
         from signalops.config import load_settings
-        from signalops.drift.monitor import mark_alerted
+        from signalops.drift.monitor import drift_alert, mark_alerted
 
         if not summary["alert"]:
             return {"sent": False, "severity": summary["severity"]}
-        top = ", ".join(f"{f['feature']} {f['psi']:.2f}" for f in summary["top_features"][:5])
-        message = Alert(
-            title=f"signalops: {summary['severity'].upper()} drift on {summary['signal']} "
-            f"v{summary['model_version']}",
-            text="\n".join(
-                [
-                    *summary["reasons"],
-                    f"Top features (PSI): {top or 'none'}",
-                    "",
-                    *summary["recommendations"],
-                ]
-            ),
-            severity="error" if summary["severity"] == "high" else "warning",
-            fields={
-                "window": f"{summary['window_start']} .. {summary['window_end']}",
-                "drifted": f"{len(summary['drifted_features'])} features "
-                f"({summary['share_drifted']:.0%})",
-                "report": summary.get("report", ""),
-            },
-        )
         settings = load_settings()
-        send_alert(message, settings.alerts)  # AlertError: this task fails and is retried
+        message, key, window = drift_alert(settings, summary, run_id=run_id)
+        # Suppressed: this window's alert went out in an earlier try. AlertError or a rate
+        # limit: this task fails and is retried; the window stays unalerted until then.
+        outcome = deliver(message, settings, kind="drift", key=key, window=window)
+        if outcome == "rate_limited":
+            raise RuntimeError("the drift alert was rate limited: retrying")
         mark_alerted(settings, summary)
-        return {"sent": True, "severity": summary["severity"]}
+        return {"sent": outcome == "sent", "severity": summary["severity"]}
 
     @task.short_circuit
     def retrain_needed(summary: dict) -> bool:

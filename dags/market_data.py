@@ -31,7 +31,7 @@ from typing import Any
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from signalops.assets import BARS
-from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
+from signalops.dag_defaults import DAG_CALLBACKS, DEFAULT_ARGS, START_DATE, task_errors
 
 
 @dag(
@@ -41,6 +41,7 @@ from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
     catchup=False,
     max_active_runs=1,
     max_consecutive_failed_dag_runs=5,
+    **DAG_CALLBACKS,
     default_args=DEFAULT_ARGS,
     tags=["signalops", "data"],
     doc_md=__doc__,

@@ -29,12 +29,13 @@ Hyperparameters left empty in the form come from `training.xgboost` in the confi
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from signalops.assets import CHALLENGER_REGISTERED, DRIFT_DETECTED
-from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
+from signalops.dag_defaults import DAG_CALLBACKS, DEFAULT_ARGS, START_DATE, task_errors
 from signalops.features.definitions import FEATURE_SETS
 
 log = logging.getLogger(__name__)
@@ -57,20 +58,22 @@ def _run_step(step: str, previous: dict, registered: bool | None = None) -> Any:
     task handed over, log its summary; ``registered`` set: also send the outcome message."""
     from pathlib import Path
 
-    from signalops.alerts import AlertError, send_alert
+    from signalops.alerts.ledger import notify
     from signalops.config import load_settings
     from signalops.training import retrain as steps
 
     settings = load_settings()
+    run_dir = Path(previous["run_dir"])
     with task_errors():
-        result = getattr(steps, step)(settings, Path(previous["run_dir"]))
-    if registered is not None:
-        try:
-            send_alert(steps.outcome_alert(settings, result, registered), settings.alerts)
-        except AlertError as exc:
-            log.error("could not send the alert: %s", exc)
+        result = getattr(steps, step)(settings, run_dir)
+    if registered is not None:  # once per retrain run, however often this task is retried
+        alert = steps.outcome_alert(settings, result, registered)
+        notify(alert, settings, kind="retrain", key=run_dir.name, window=timedelta(days=7))
     log.info("%s", result.summary)
     return result
+
+
+INSUFFICIENT_DATA_WINDOW = timedelta(hours=20)
 
 
 @dag(
@@ -83,6 +86,7 @@ def _run_step(step: str, previous: dict, registered: bool | None = None) -> Any:
     catchup=False,
     max_active_runs=1,
     max_consecutive_failed_dag_runs=3,
+    **DAG_CALLBACKS,
     default_args=DEFAULT_ARGS,
     tags=["signalops", "training", "mlflow"],
     doc_md=__doc__,
@@ -135,7 +139,7 @@ def retrain() -> None:
         """Resolve the window and settings, assemble the labeled dataset, open the MLflow run."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from signalops.alerts import send_alert
+        from signalops.alerts.ledger import notify
         from signalops.config import load_settings
         from signalops.training import retrain as steps
         from signalops.training.dataset import InsufficientDataError
@@ -150,7 +154,14 @@ def retrain() -> None:
                 run_dir = steps.write_request(settings, request)
                 result = steps.assemble(settings, run_dir)
             except InsufficientDataError as exc:
-                send_alert(exc.alert, settings.alerts)
+                # once a day per signal, not once per drift-triggered run
+                notify(
+                    exc.alert,
+                    settings,
+                    kind="insufficient_data",
+                    key=settings.signal_name,
+                    window=INSUFFICIENT_DATA_WINDOW,
+                )
                 raise AirflowSkipException(str(exc)) from None
             except steps.AlreadyTrained as exc:
                 raise AirflowSkipException(str(exc)) from None

@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, task
 
-from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
+from signalops.dag_defaults import DAG_CALLBACKS, DEFAULT_ARGS, START_DATE, task_errors
 
 
 @dag(
@@ -24,6 +24,7 @@ from signalops.dag_defaults import DEFAULT_ARGS, START_DATE, task_errors
     catchup=False,
     max_active_runs=1,
     max_consecutive_failed_dag_runs=5,
+    **DAG_CALLBACKS,
     default_args=DEFAULT_ARGS,  # idempotent: a retry after the move changes nothing
     tags=["signalops", "rollout", "manual"],
     doc_md=__doc__,

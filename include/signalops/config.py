@@ -216,6 +216,9 @@ class RolloutSettings(_Section):
         (0.0, 0.01, 0.10, 0.50, 1.0), description="canary weights; 0 = shadow, 1 = promote"
     )
     min_step_minutes: float = Field(60.0, ge=0, description="time at a step before advancing")
+    max_step_hours: float = Field(
+        24.0, gt=0, description="held at one step longer than this: the rollout-stuck alert"
+    )
     min_predictions: int = Field(500, gt=0, description="challenger rows at a step to judge")
     max_latency_ratio: float = Field(1.5, gt=0, description="challenger p95 / champion p95")
     latency_slack_ms: float = Field(2.0, ge=0, description="absolute slack on that ratio")
@@ -331,6 +334,32 @@ class AlertSettings(_Section):
     slack_token: str | None = None
     slack_channel: str = "#signalops-alerts"
     slack_base_url: str | None = Field(None, description="override the Slack API base URL")
+    max_per_minute: int = Field(
+        20,
+        gt=0,
+        description="per-channel rate limit: over it an alert is recorded as rate_limited, "
+        "not sent, and its next occurrence is sent",
+    )
+
+
+class LinkSettings(_Section):
+    """Base URLs that alerts and the Signals page link to (never file paths)."""
+
+    airflow_url: str = Field(
+        "http://localhost:8080", description="the Airflow UI / api-server, as users reach it"
+    )
+    mlflow_url: str | None = Field(
+        None,
+        description="the MLflow UI; default: mlflow.tracking_uri when it is http(s), "
+        "else http://localhost:5000 (`make airflow` starts one there)",
+    )
+
+    @field_validator("airflow_url", "mlflow_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/") if value else value
 
 
 class RiskSettings(_Section):
@@ -498,6 +527,7 @@ class Settings(_Section):
     training: TrainingSettings
     evaluation: EvaluationSettings = EvaluationSettings()
     alerts: AlertSettings = AlertSettings()
+    links: LinkSettings = LinkSettings()
     serving: ServingSettings
 
     @model_validator(mode="before")
@@ -548,6 +578,36 @@ class Settings(_Section):
     @property
     def mlflow_tracking_uri(self) -> str:
         return self.mlflow.tracking_uri or f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
+
+    @property
+    def mlflow_ui_url(self) -> str:
+        """Where users open MLflow (links from alerts and the Signals page)."""
+        if self.links.mlflow_url:
+            return self.links.mlflow_url
+        uri = self.mlflow.tracking_uri or ""
+        if uri.startswith(("http://", "https://")):
+            return uri.rstrip("/")
+        return "http://localhost:5000"
+
+    @property
+    def signals_url(self) -> str:
+        """The Signals page (the signalops Airflow plugin, mounted under /signalops)."""
+        return f"{self.links.airflow_url}/signalops/"
+
+    def signal_page_url(self, signal: str | None = None) -> str:
+        """One signal's section of the Signals page."""
+        from urllib.parse import quote
+
+        return f"{self.signals_url}signals/{quote(signal or self.signal_name, safe='')}"
+
+    def airflow_run_url(self, dag_id: str, run_id: str, task_id: str | None = None) -> str:
+        """A DAG run (or one of its task instances) in the Airflow 3 UI."""
+        from urllib.parse import quote
+
+        url = (
+            f"{self.links.airflow_url}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+        )
+        return f"{url}/tasks/{quote(task_id, safe='')}" if task_id else url
 
     @property
     def mlflow_artifact_root(self) -> Path:

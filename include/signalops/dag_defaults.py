@@ -15,30 +15,68 @@ START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 OWNER = "signalops"
 
 
+TASK_FAILED_WINDOW = timedelta(hours=1)  # one alert per DAG task an hour, retries included
+
+
 def notify_failure(context: Any) -> None:
-    """``on_failure_callback``: one alert per failed task try (Slack when configured)."""
-    from signalops.alerts import Alert, AlertError, send_alert
+    """``on_failure_callback`` of every task: an alert linked to the task in its run (one per
+    DAG task an hour: a task failing every hourly run is one alert, not one per try)."""
+    from signalops.alerts import Alert
+    from signalops.alerts.ledger import notify
     from signalops.config import ConfigError, load_settings
 
     ti = context.get("ti") or context.get("task_instance")
-    dag_id = getattr(ti, "dag_id", "?")
-    task_id = getattr(ti, "task_id", "?")
+    dag_id = str(getattr(ti, "dag_id", "?"))
+    task_id = str(getattr(ti, "task_id", "?"))
+    run_id = str(context.get("run_id") or getattr(ti, "run_id", "?"))
     exception = context.get("exception")
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        log.error("could not send the failure alert of %s.%s: %s", dag_id, task_id, exc)
+        return
     alert = Alert(
         title=f"signalops: {dag_id}.{task_id} failed",
         text=f"`{type(exception).__name__}`: {exception}"[:1500] if exception else "task failed",
         severity="error",
-        fields={
-            "run": str(context.get("run_id", "?")),
-            "try": str(getattr(ti, "try_number", "?")),
-        },
-        link=getattr(ti, "log_url", None),
+        fields={"run": run_id, "try": str(getattr(ti, "try_number", "?"))},
+        link=settings.airflow_run_url(dag_id, run_id, task_id),
     )
+    # The task already failed; a broken alert channel must not hide that failure.
+    notify(
+        alert, settings, kind="task_failed", key=f"{dag_id}.{task_id}", window=TASK_FAILED_WINDOW
+    )
+
+
+def _run_finished(context: Any, *, failed: bool) -> None:
+    """DAG-level callback (run by the dag-processor): record the run; alert when Airflow
+    paused the DAG after ``max_consecutive_failed_dag_runs`` failures in a row."""
+    from signalops.alerts.dag_runs import run_finished
+    from signalops.config import load_settings
+
+    dag = context.get("dag")
+    dag_id = str(getattr(dag, "dag_id", "?"))
+    run_id = str(context.get("run_id") or "?")
+    limit = int(getattr(dag, "max_consecutive_failed_dag_runs", 0) or 0)
     try:
-        send_alert(alert, load_settings().alerts)
-    except (AlertError, ConfigError) as exc:
-        # The task already failed; a broken alert channel must not hide that failure.
-        log.error("could not send the failure alert: %s", exc)
+        run_finished(load_settings(), dag_id, run_id, failed=failed, limit=limit)
+    except Exception:  # a callback must not fail the dag-processor's work
+        log.exception("could not record the %s run %s", dag_id, run_id)
+
+
+def dag_run_failed(context: Any) -> None:
+    _run_finished(context, failed=True)
+
+
+def dag_run_succeeded(context: Any) -> None:
+    _run_finished(context, failed=False)
+
+
+# The DAG-level callbacks every signalops ``@dag`` takes (``**DAG_CALLBACKS``).
+DAG_CALLBACKS: dict[str, Any] = {
+    "on_failure_callback": dag_run_failed,
+    "on_success_callback": dag_run_succeeded,
+}
 
 
 def retry_delay() -> timedelta:

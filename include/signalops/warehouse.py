@@ -170,6 +170,17 @@ alerts_table = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
 )
 
+# The signalops DAGs' finished runs, written by their DAG-level callbacks: a run of failures
+# as long as the DAG's max_consecutive_failed_dag_runs means Airflow paused it.
+dag_runs_table = sa.Table(
+    "dag_runs",
+    metadata,
+    sa.Column("dag_id", sa.String(250), primary_key=True),
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
 UPSERT_CHUNK = 2_000
 
 

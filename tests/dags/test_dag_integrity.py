@@ -50,6 +50,8 @@ def test_conventions(dagbag: DagBag) -> None:
             f"{where}: aware start_date"
         )
         assert dag.max_consecutive_failed_dag_runs > 0, f"{where}: auto-pause after failures"
+        # ... and the alert when it happens (the DAG-level callbacks count the runs)
+        assert dag.on_failure_callback and dag.on_success_callback, f"{where}: run callbacks"
         for name, param in dag.params.items():
             assert param.description, f"{where}: param {name} needs a description"
         for task in dag.tasks:

@@ -98,7 +98,24 @@ def test_drift_monitor_calm_then_shifted(tmp_path_factory: pytest.TempPathFactor
 
         alerts = [r for r in slack.requests if "drift" in json.dumps(r.body).lower()]
         assert len(alerts) == 1, [r.body for r in slack.requests]  # not repeated
-        assert "HIGH drift" in json.dumps(alerts[0].body)
+        body = json.dumps(alerts[0].body)
+        assert "HIGH drift" in body
+        # linked to the signal's page and the run by URL, never to a file on the worker
+        assert f"{settings.signal_page_url()}|details" in body
+        assert "/dags/drift_monitor/runs/" in body and str(settings.state_dir) not in body
+        with engine.connect() as conn:
+            ledger = conn.execute(
+                sa.text("SELECT status, occurrences FROM alerts WHERE kind = 'drift'")
+            ).fetchall()
+            runs = conn.execute(
+                sa.text("SELECT state FROM dag_runs WHERE dag_id = 'drift_monitor'")
+            ).scalars()
+            run_states = sorted(runs)
+        engine.dispose()
+        # the failed send was recorded, the retry in the next run sent it, the rerun of the
+        # same window raised no alert (the check knew it was alerted)
+        assert [r.status for r in ledger] == ["sent"] and ledger[0].occurrences >= 2
+        assert run_states == ["failed", "success", "success", "success"]  # DAG callbacks
         events = stack.asset_events("signalops/drift_detected")
         assert len(events) == 1 and events[0]["severity"] == "high"
         assert events[0]["end"] == SHIFTED_END.isoformat()

@@ -27,7 +27,10 @@ from contextlib import closing, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.slack_recorder import SlackRecorder, slack_recorder
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +42,8 @@ POLL_S = 2.0
 STOP_GRACE_S = 20
 DAGS = ("market_data", "features")
 FINISHED = {"success", "failed"}
+ROLLBACK_FAILURES = 5  # the rollback DAG's max_consecutive_failed_dag_runs
+PAUSE_WAIT_S = 300
 
 
 def _free_ports(n: int) -> list[int]:
@@ -57,11 +62,12 @@ def _env(state_dir: Path) -> dict[str, str]:
     """The caller's environment without its Airflow/signalops settings, on free ports."""
     drop = ("AIRFLOW", "SIGNALOPS_", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    api, worker_logs, trigger_logs, health = _free_ports(4)
+    api, worker_logs, trigger_logs, health, mlflow_ui = _free_ports(5)
     env.update(
         SIGNALOPS_STATE_DIR=str(state_dir),  # the Makefile derives AIRFLOW_HOME from it
         AIRFLOW__API__HOST="127.0.0.1",
         AIRFLOW__API__PORT=str(api),
+        MLFLOW_UI_PORT=str(mlflow_ui),  # the MLflow UI make airflow starts beside Airflow
         # Tasks reach the Execution API at http://localhost:8080 unless told otherwise: on a
         # machine where 8080 is someone else's Airflow they must talk to this one.
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api}/execution/",
@@ -215,7 +221,66 @@ def _seconds(a: str | None, b: str | None) -> str:
     return f"{(_ts(b) - _ts(a)).total_seconds():.0f}" if a and b else "?"
 
 
-def test_make_run_then_make_airflow_scheduler_continues(tmp_path: Path) -> None:
+@pytest.fixture
+def slack() -> Iterator[SlackRecorder]:
+    with slack_recorder() as recorder:
+        yield recorder
+
+
+def _cli_env(env: dict[str, str], state: Path) -> dict[str, str]:
+    """What the Makefile exports for the ``airflow`` CLI, on the test's state directory."""
+    return {
+        **env,
+        "AIRFLOW_HOME": str(state / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+
+
+def _pause_alerts(slack: SlackRecorder, dag_id: str) -> list[str]:
+    bodies = [json.dumps(r.body) for r in slack.requests]
+    return [b for b in bodies if f"DAG {dag_id} paused after" in b]
+
+
+def _rollback_fails_until_paused(
+    meta: Metadata, env: dict[str, str], state: Path, slack: SlackRecorder, log: Path
+) -> None:
+    """Repeated failures under the real scheduler: Airflow pauses the DAG after its
+    ``max_consecutive_failed_dag_runs``, and the DAG-level callback (run by the
+    dag-processor) sends one alert, linked to the run that tipped it."""
+    t0 = time.monotonic()
+    conf = json.dumps({"version": "999", "reason": "no such version: this run fails"})
+    for _ in range(ROLLBACK_FAILURES):
+        subprocess.run(
+            [str(REPO / ".venv/bin/airflow"), "dags", "trigger", "rollback", "-c", conf],
+            env=_cli_env(env, state),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=True,
+        )
+    while not (meta.paused().get("rollback") and _pause_alerts(slack, "rollback")):
+        if time.monotonic() - t0 > PAUSE_WAIT_S:
+            states = meta.query("SELECT run_id, state FROM dag_run WHERE dag_id = 'rollback'")
+            pytest.fail(
+                f"after {PAUSE_WAIT_S} s: rollback paused={meta.paused().get('rollback')}, "
+                f"pause alerts={_pause_alerts(slack, 'rollback')}, runs="
+                f"{[tuple(r) for r in states]}\n{_tail(log, 60)}",
+                pytrace=False,
+            )
+        time.sleep(POLL_S)
+    states = [r["state"] for r in meta.query("SELECT state FROM dag_run WHERE dag_id = 'rollback'")]
+    assert states == ["failed"] * ROLLBACK_FAILURES, states
+    time.sleep(3 * POLL_S)  # a second alert would have come by now
+    [alert] = _pause_alerts(slack, "rollback")
+    assert "/dags/rollback/runs/" in alert and str(state) not in alert
+    print(f"rollback paused and alerted {time.monotonic() - t0:.0f} s after the first trigger")
+
+
+def test_make_run_then_make_airflow_scheduler_continues(
+    tmp_path: Path, slack: SlackRecorder
+) -> None:
     if not (REPO / STAMP).exists():
         pytest.fail(f"{REPO / STAMP} is missing: run `make install` first", pytrace=False)
     if shutil.which("make") is None:
@@ -224,6 +289,8 @@ def test_make_run_then_make_airflow_scheduler_continues(tmp_path: Path) -> None:
     state = tmp_path / "state"
     meta = Metadata(state / "airflow")
     env = _env(state)
+    env["SIGNALOPS_ALERTS__SLACK_WEBHOOK_URL"] = f"{slack.url}/hooks/airflow"
+    env["AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY"] = "1"  # a retried task does not wait
     # The default relative end (one hour before the last full hour: the scheduler's next
     # interval continues it), a short start: HISTORY_DAYS before that end.
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -305,6 +372,10 @@ def test_make_run_then_make_airflow_scheduler_continues(tmp_path: Path) -> None:
             time.sleep(POLL_S)
 
         paused = meta.paused()
+        # The MLflow UI that the Signals page and the alerts link to, on the same store
+        ui = httpx.get(f"http://127.0.0.1:{env['MLFLOW_UI_PORT']}/health", timeout=10)
+        assert ui.status_code == 200, ui.text
+        _rollback_fails_until_paused(meta, env, state, slack, log)
 
     assert {"market_data", "features"} <= set(paused), paused
     assert not any(paused.values()), f"paused DAGs after make airflow: {paused}"

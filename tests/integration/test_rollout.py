@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +262,18 @@ def test_bad_challenger_is_rolled_back_at_the_shadow_step(stack: Stack) -> None:
     assert registry.aliases()[c.ALIAS_CHALLENGER] == "3"
 
     assert _tick(stack)["action"] == "started"
+    # Held at the shadow step past rollout.max_step_hours (no traffic yet): one "stuck"
+    # alert, however many ticks see it, linking to the Signals page.
+    canary = Canary(stack.settings)
+    try:
+        later = datetime.now(UTC) + timedelta(hours=stack.settings.rollout.max_step_hours + 1)
+        for minutes in (0, 15, 30):
+            assert canary.tick(later + timedelta(minutes=minutes))["action"] == "wait"
+    finally:
+        canary.close()
+    stuck = [r.body for r in stack.slack.requests if "v3 stuck at step 0" in json.dumps(r.body)]
+    assert len(stuck) == 1, stuck
+    assert f"{stack.settings.links.airflow_url}/signalops/signals/" in json.dumps(stuck[0])
     stack.reload()
     result: dict[str, Any] = {}
     for round_ in range(10):

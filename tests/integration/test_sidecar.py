@@ -15,7 +15,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -391,6 +391,7 @@ def test_postgres_outage_loses_no_logged_prediction(server: Server) -> None:
                 i += 1
 
     log_size = server.log_path.stat().st_size
+    slack_before = len(server.slack.requests)
     threads = [threading.Thread(target=load) for _ in range(2)]
     for t in threads:
         t.start()
@@ -421,6 +422,10 @@ def test_postgres_outage_loses_no_logged_prediction(server: Server) -> None:
             pass
         time.sleep(0.5)
     assert server.logged(set(ids)) == len(ids) > 0
+    # Slack heard of the spill and of the replay: once each, whatever the rows' count.
+    assert _wait_for(lambda: len(_slack_titled(server, "replayed", slack_before)) >= 1, 15)
+    assert len(_slack_titled(server, "spilling to disk", slack_before)) == 1
+    assert len(_slack_titled(server, "replayed", slack_before)) == 1
     grown = server.log_path.read_text()[log_size:]  # the outage is told once, not per row
     assert "Traceback" not in grown and len(grown.splitlines()) < 40, grown[-3000:]
 
@@ -570,6 +575,55 @@ def test_a_broken_version_alerts_once_across_workers(server: Server, tmp_path: P
             assert len(sent) == 1, [r.body for r in sent]
         finally:
             registry.set_alias(c.ALIAS_CHAMPION, "2")
+
+
+def _slack_titled(server: Server, title: str, since: int = 0) -> list[dict[str, Any]]:
+    return [r.body for r in server.slack.requests[since:] if title in json.dumps(r.body)]
+
+
+def _wait_for(check: Callable[[], bool], seconds: float = 10) -> bool:
+    deadline = time.time() + seconds
+    while not check() and time.time() < deadline:
+        time.sleep(0.1)
+    return check()
+
+
+def _breaker_gauge(server: Server) -> float:
+    with server.client() as cl:
+        lines = cl.get("/metrics").text.splitlines()
+    (value,) = [float(x.split()[-1]) for x in lines if x.startswith("signalops_risk_breaker_open")]
+    return value
+
+
+def test_breaker_trip_and_reset_alert_once_each(server: Server) -> None:
+    """Losses past the breaker's limit: one "tripped" alert however many losing trades
+    follow, the breaker gauge at 1; an admin reset: one "reset" alert, the gauge at 0, and
+    a new trip the same day is alerted again."""
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    since = len(server.slack.requests)
+    with server.client() as cl:
+        assert cl.post("/v1/admin/risk/reset", headers=admin).status_code == 200
+        for _ in range(server.settings.serving.risk.max_consecutive_losses + 3):
+            r = cl.post("/v1/risk/trade-result", json={"pnl": -0.001}, headers=admin)
+            assert r.status_code == 200, r.text
+        blocked = cl.post("/v1/signals", json=server.inline(request_id="breaker-open"))
+    assert "circuit breaker" in blocked.text, blocked.text
+    assert _wait_for(lambda: len(_slack_titled(server, "breaker tripped", since)) >= 1)
+    time.sleep(1.5)  # any duplicate would have arrived by now
+    tripped = _slack_titled(server, "breaker tripped", since)
+    assert len(tripped) == 1, tripped
+    assert "consecutive losses" in json.dumps(tripped[0])
+    assert f"{server.settings.links.airflow_url}/signalops/signals/" in json.dumps(tripped[0])
+    assert _wait_for(lambda: _breaker_gauge(server) == 1.0)
+    with server.client() as cl:
+        assert cl.post("/v1/admin/risk/reset", headers=admin).status_code == 200
+    assert _wait_for(lambda: len(_slack_titled(server, "breaker reset", since)) == 1)
+    assert _breaker_gauge(server) == 0.0
+    with server.client() as cl:  # tripped again after the reset: a new episode
+        for _ in range(server.settings.serving.risk.max_consecutive_losses):
+            cl.post("/v1/risk/trade-result", json={"pnl": -0.001}, headers=admin)
+        cl.post("/v1/admin/risk/reset", headers=admin)
+    assert _wait_for(lambda: len(_slack_titled(server, "breaker tripped", since)) == 2)
 
 
 def test_two_workers_share_one_metrics_view(server: Server, tmp_path: Path) -> None:

@@ -13,27 +13,32 @@ lost for want of its bookkeeping.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import sqlalchemy as sa
 
-from signalops.alerts.slack import Alert, AlertError, send_alert
-from signalops.config import Settings, as_utc
+from signalops.alerts.slack import Alert, AlertError, channel_of, send_alert
+from signalops.config import ConfigError, Settings, as_utc
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["sent", "suppressed"]
+Outcome = Literal["sent", "suppressed", "rate_limited"]
+RATE_WINDOW = timedelta(minutes=1)
 IN_FLIGHT = timedelta(seconds=60)  # a claim older than this is taken to have died
 CLAIM_ATTEMPTS = 8
 
 
 def deliver(alert: Alert, settings: Settings, *, kind: str, key: str, window: timedelta) -> Outcome:
     """Send ``alert`` unless ``key`` was delivered within ``window`` (or is in flight);
-    record the outcome either way. Raises AlertError when the send fails."""
+    record the outcome either way. Raises AlertError when the send fails. An alert without
+    a link links to its signal's section of the Signals page."""
     from signalops.warehouse import Warehouse
 
     key = f"{kind}:{key}"[:256]
+    if alert.link is None:
+        alert = replace(alert, link=settings.signal_page_url())
     try:
         with Warehouse(settings.warehouse_url) as warehouse:
             warehouse.create_all()
@@ -41,6 +46,16 @@ def deliver(alert: Alert, settings: Settings, *, kind: str, key: str, window: ti
             if not claimed:
                 log.info("alert %s suppressed (sent within %s)", key, window)
                 return "suppressed"
+            channel = channel_of(settings.alerts)
+            if _over_rate_limit(warehouse.engine, channel, settings.alerts.max_per_minute):
+                log.warning("alert %s not sent: over the rate limit of %s", key, channel)
+                _finish(
+                    warehouse.engine,
+                    key,
+                    status="rate_limited",
+                    error=f"over {settings.alerts.max_per_minute} alerts/min on {channel}",
+                )
+                return "rate_limited"
             try:
                 channel = send_alert(alert, settings.alerts)
             except AlertError as exc:
@@ -52,6 +67,61 @@ def deliver(alert: Alert, settings: Settings, *, kind: str, key: str, window: ti
         log.warning("alert ledger unreachable (%s): sending %s without its record", exc, key)
         send_alert(alert, settings.alerts)
         return "sent"
+
+
+def notify(
+    alert: Alert, settings: Settings | None, *, kind: str, key: str, window: timedelta
+) -> Outcome | None:
+    """``deliver`` for callers whose own work must go on: a broken alert channel (or broken
+    settings) is logged, never raised; ``None`` says the alert could not be sent (the ledger
+    recorded it as failed, so its next occurrence is sent)."""
+    try:
+        if settings is None:
+            from signalops.config import load_settings
+
+            settings = load_settings()
+        return deliver(alert, settings, kind=kind, key=key, window=window)
+    except (AlertError, ConfigError) as exc:
+        log.error("alert %s:%s not sent: %s", kind, key, exc)
+        return None
+    except Exception:  # the alert is a side effect: the caller's work must go on
+        log.exception("alert %s:%s not sent", kind, key)
+        return None
+
+
+def resolve(settings: Settings, *, kind: str, key: str) -> None:
+    """The condition behind ``kind:key`` is over (a breaker reset, say): its next occurrence
+    is sent whatever its window."""
+    from signalops.warehouse import Warehouse
+    from signalops.warehouse import alerts_table as t
+
+    try:
+        with Warehouse(settings.warehouse_url) as warehouse:
+            warehouse.create_all()
+            with warehouse.engine.begin() as conn:
+                conn.execute(
+                    sa.update(t)
+                    .where(t.c.dedup_key == f"{kind}:{key}"[:256])
+                    .values(last_sent=None, status="resolved")
+                )
+    except sa.exc.OperationalError as exc:
+        log.warning("alert ledger unreachable (%s): %s:%s not marked resolved", exc, kind, key)
+
+
+def _over_rate_limit(engine: sa.Engine, channel: str, limit: int) -> bool:
+    """At most ``limit`` alerts a minute on a Slack channel (the log has none)."""
+    from signalops.warehouse import alerts_table as t
+
+    if channel == "log":
+        return False
+    since = datetime.now(UTC) - RATE_WINDOW
+    with engine.connect() as conn:
+        recent = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(t)
+            .where(t.c.channel == channel, t.c.last_sent >= since)
+        ).scalar_one()
+    return int(recent) >= limit
 
 
 def _claim(engine: sa.Engine, alert: Alert, kind: str, key: str, window: timedelta) -> bool:

@@ -80,6 +80,13 @@ def _retry_handlers() -> list[Any]:
     ]
 
 
+def channel_of(settings: AlertSettings) -> str:
+    """The channel ``send_alert`` uses with these settings."""
+    if settings.slack_token:
+        return "slack-bot"
+    return "slack-webhook" if settings.slack_webhook_url else "log"
+
+
 def send_alert(alert: Alert, settings: AlertSettings) -> str:
     """Deliver ``alert``; return the channel used: ``slack-bot``, ``slack-webhook`` or ``log``."""
     if settings.slack_token:

@@ -573,6 +573,43 @@ def persist(settings: Settings, check: DriftCheck, report_path: str | None = Non
     return alert
 
 
+def drift_alert(
+    settings: Settings, summary: Mapping[str, Any], run_id: str | None = None
+) -> tuple[Any, str, timedelta]:
+    """The Slack alert of a check that must alert (``DriftCheck.as_dict()``, the DAG's
+    summary), its dedup key (one per window: a retried alert task sends it once) and window
+    (``drift.realert_hours``). It links to the signal's page, where the Evidently report
+    is; the run's page is a field. Never a file path."""
+    from signalops.alerts import Alert
+
+    top = ", ".join(f"{f['feature']} {f['psi']:.2f}" for f in summary["top_features"][:5])
+    fields = {
+        "window": f"{summary['window_start']} .. {summary['window_end']}",
+        "drifted": f"{len(summary['drifted_features'])} features ({summary['share_drifted']:.0%})",
+    }
+    if run_id:
+        fields["run"] = settings.airflow_run_url("drift_monitor", run_id)
+    alert = Alert(
+        title=f"signalops: {summary['severity'].upper()} drift on {summary['signal']} "
+        f"v{summary['model_version']}",
+        text="\n".join(
+            [
+                *summary["reasons"],
+                f"Top features (PSI): {top or 'none'}",
+                "",
+                *summary["recommendations"],
+            ]
+        ),
+        severity="error" if summary["severity"] == "high" else "warning",
+        fields=fields,
+        link=settings.signal_page_url(summary["signal"]),
+    )
+    k = _key(summary)
+    span = f"{k['window_start']:%Y%m%dT%H%M}-{k['window_end']:%Y%m%dT%H%M}"
+    key = f"{k['signal_name']}:v{k['model_version']}:{span}"
+    return alert, key, timedelta(hours=settings.drift.realert_hours)
+
+
 def mark_alerted(settings: Settings, summary: Mapping[str, Any]) -> None:
     """The alert of a check (``DriftCheck.as_dict()``, as the DAG passes it on) was
     delivered: later windows within ``realert_hours`` are covered by it."""

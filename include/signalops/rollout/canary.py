@@ -50,6 +50,7 @@ from signalops.windows import parse_ts
 log = logging.getLogger(__name__)
 
 ACTIVE = ("active", "promoting", "rolling_back")
+ROLLOUT_ALERT_WINDOW = timedelta(hours=1)  # a retried tick does not repeat its alert
 
 
 @dataclass
@@ -271,13 +272,44 @@ class Canary:
             conn.execute(t.delete().where(t.c.id == row["id"]))
             conn.execute(t.insert(), [row])
 
-    def _alert(self, title: str, text: str, severity: str = "info") -> None:
-        from signalops.alerts import Alert, AlertError, send_alert
+    def _alert(
+        self,
+        title: str,
+        text: str,
+        severity: str = "info",
+        *,
+        key: str | None = None,
+        window: timedelta = ROLLOUT_ALERT_WINDOW,
+    ) -> None:
+        """Through the alert ledger: a tick retried after a crash does not repeat it."""
+        from signalops.alerts import Alert
+        from signalops.alerts.ledger import notify
 
-        try:
-            send_alert(Alert(title=title, text=text, severity=severity), self.settings.alerts)  # type: ignore[arg-type]
-        except AlertError as exc:
-            log.error("could not send the rollout alert: %s", exc)
+        alert = Alert(
+            title=title,
+            text=text,
+            severity=severity,  # type: ignore[arg-type]
+            link=self.settings.signal_page_url(self.signal),
+        )
+        notify(alert, self.settings, kind="rollout", key=key or title, window=window)
+
+    def _check_stuck(self, row: dict[str, Any], now: datetime, waiting: Any) -> None:
+        """A rollout held at one step past ``rollout.max_step_hours``: alerted once a day."""
+        age = now - parse_ts(row["step_started_at"], "step_started_at")
+        limit = timedelta(hours=self.cfg.max_step_hours)
+        if age <= limit:
+            return
+        self._alert(
+            f"signalops: rollout of {self.signal} v{row['challenger_version']} stuck at "
+            f"step {row['step']}",
+            f"Weight {row['weight']:g} for {age.total_seconds() / 3600:.1f} h "
+            f"(limit {self.cfg.max_step_hours:g} h); still waiting for: {waiting}. "
+            "Check that the sidecar serves and logs, and that outcomes mature "
+            "(the outcomes DAG), or roll back.",
+            "warning",
+            key=f"stuck:{row['id']}:{row['step']}",
+            window=timedelta(days=1),
+        )
 
     def _inputs(
         self, old: str | None, new: str, old_label: str, new_label: str
@@ -507,6 +539,7 @@ class Canary:
             self._write(row, "guard breached", verdict.numbers)
             return self._finish(row)
         if not verdict.ready:
+            self._check_stuck(row, now, verdict.waiting)
             return {"action": "wait", "rollout": row["id"], "waiting": verdict.waiting}
         if row["step"] + 1 >= len(self.cfg.steps):
             row.update(status="promoting", reason="every step passed")
@@ -523,6 +556,7 @@ class Canary:
         self._alert(
             f"signalops: rollout of {self.signal} v{row['challenger_version']} advanced",
             f"Weight now {row['weight']:.0%} (step {row['step']}). {self._figures(verdict)}",
+            key=f"advanced:{row['id']}:{row['step']}",
         )
         return {"action": "advanced", "rollout": row["id"], "weight": row["weight"]}
 

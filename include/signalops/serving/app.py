@@ -9,14 +9,17 @@ Inference Protocol (KServe V2) under ``/v2``; ``/health``, ``/ready``, ``/v1/mod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import hmac
 import itertools
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from signalops.alerts.ledger import notify
 from signalops.config import Settings
 from signalops.onnx_model import INPUT_NAME, OUTPUT_NAME
 from signalops.registry import contracts as c
@@ -193,6 +197,8 @@ class Sidecar:
         for ensemble in self.cfg.ensembles:  # members are served models too
             self.signals += [m for m in ensemble.members if m not in self.signals]
         self.metrics = Metrics()
+        # Alerts are sent from this thread: never on a request's path, nor the log writer's.
+        self._alerts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
         self.pool = ModelPool(settings, self.signals, on_alert=self._load_failed)
         self.predlog = PredictionLogClient(
             settings.warehouse_url,
@@ -231,6 +237,7 @@ class Sidecar:
         self.shadow = ShadowScorer(self)
         self._feature_cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._dead_alerted, self._dead_alert_at = 0, 0.0  # at most one alert a minute
+        self._spilled_seen = self._replayed_seen = 0
         self.start_background = start_background
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -264,6 +271,7 @@ class Sidecar:
 
     def stop(self) -> None:
         self.pool.stop()
+        self._alerts.shutdown(wait=True)  # alerts already raised are still sent
         self.shadow.close()
         self.predlog.close()
         self.metrics.close()
@@ -278,6 +286,9 @@ class Sidecar:
         alert when rows were refused by the database (dead-lettered)."""
         self.metrics.log_depth.set(stats.get("depth", 0))
         self.metrics.spilled.set(stats.get("spilled", 0))
+        with contextlib.suppress(Exception):  # the risk store is down: its dependency says so
+            self.metrics.breaker_open.set(1 if self.risk.breaker_now(datetime.now(UTC)) else 0)
+        self._spill_alerts(int(stats.get("spilled", 0)), int(stats.get("replayed", 0)))
         self.metrics.reloads.set(self.pool.stats.reloads)
         dead = int(stats.get("dead_lettered", 0))
         self.metrics.dead_letters.set(dead)
@@ -295,12 +306,40 @@ class Sidecar:
             self._alert(
                 "signalops sidecar: predictions dead-lettered",
                 f"{new} prediction row(s) refused by the warehouse database were moved to "
-                f"the dead-letter file under {self.settings.state_dir / 'serving'} "
+                "the sidecar's dead-letter file (serving/ in its state directory) "
                 f"(last: {stats.get('last_dead_letter')}). The other rows were logged.",
                 kind="predictions_dead_lettered",
                 key=self.settings.signal_name,
                 window=timedelta(minutes=1),
             )
+
+    def _spill_alerts(self, spilled: int, replayed: int) -> None:
+        """The prediction log started spilling to disk (the database cannot be written), and
+        later replayed the spill: one alert each per episode across workers."""
+        where = self.settings.state_dir / "serving" / "spill"
+        if spilled > self._spilled_seen:
+            self._alert(
+                "signalops sidecar: prediction log spilling to disk",
+                f"The warehouse database cannot be written: {spilled - self._spilled_seen} "
+                f"prediction row(s) went to spill files on the sidecar host ({where}); they "
+                "are replayed when the database answers again. Nothing is lost.",
+                kind="predictions_spilling",
+                key=self.settings.signal_name,
+                window=timedelta(hours=1),
+                severity="warning",
+            )
+            self._spilled_seen = spilled
+        if replayed > self._replayed_seen:
+            self._alert(
+                "signalops sidecar: spilled predictions replayed",
+                f"The warehouse database is back: {replayed - self._replayed_seen} spilled "
+                "prediction row(s) were written to the prediction log.",
+                kind="predictions_replayed",
+                key=self.settings.signal_name,
+                window=timedelta(minutes=10),
+                severity="info",
+            )
+            self._replayed_seen = replayed
 
     def _load_failed(self, title: str, text: str, version_key: str) -> None:
         """A version failed to load: one alert per version, whichever worker saw it first."""
@@ -308,16 +347,29 @@ class Sidecar:
             title, text, kind="model_load_failed", key=version_key, window=LOAD_ALERT_WINDOW
         )
 
-    def _alert(self, title: str, text: str, *, kind: str, key: str, window: timedelta) -> None:
-        """Through the alert ledger: deduplicated across this server's workers."""
-        from signalops.alerts import Alert, AlertError
-        from signalops.alerts.ledger import deliver
+    def _alert(
+        self,
+        title: str,
+        text: str,
+        *,
+        kind: str,
+        key: str,
+        window: timedelta,
+        severity: str = "error",
+    ) -> None:
+        """Through the alert ledger (deduplicated across this server's workers), sent from
+        the alert thread: never on a request's path, nor on the prediction log's."""
+        from signalops.alerts import Alert
 
-        alert = Alert(title=title, text=text, severity="error")
-        try:
-            deliver(alert, self.settings, kind=kind, key=key, window=window)
-        except AlertError as exc:
-            log.error("could not send alert: %s", exc)
+        alert = Alert(
+            title=title,
+            text=text,
+            severity=severity,  # type: ignore[arg-type]
+            fields={"signal": self.settings.signal_name, "sidecar pid": str(os.getpid())},
+            link=self.settings.signal_page_url(),
+        )
+        # notify never raises: the alert thread survives a broken channel
+        self._alerts.submit(notify, alert, self.settings, kind=kind, key=key, window=window)
 
     # -- features ---------------------------------------------------------------------------
 
@@ -399,10 +451,47 @@ class Sidecar:
         return models
 
     def record_trade(self, pnl: float) -> dict[str, float]:
-        state = self.dependencies["risk_state"].call(
-            lambda: self.risk.trade_result(pnl, datetime.now(UTC))
-        )
+        now = datetime.now(UTC)
+        before = self.dependencies["risk_state"].call(lambda: self.risk.breaker_now(now))
+        state = self.dependencies["risk_state"].call(lambda: self.risk.trade_result(pnl, now))
+        after = self.risk.breaker(state)
+        if after and not before:  # this trade tripped it: one alert per breaker and day
+            self.metrics.breaker_open.set(1)
+            day = self.risk.day(now)
+            self._alert(
+                "signalops: risk circuit breaker tripped",
+                f"{after}. BUY/SELL signals are held for the rest of the trading day "
+                f"{day} (or until POST /v1/admin/risk/reset).",
+                kind="risk_breaker_tripped",
+                key=f"{self.settings.signal_name}:{day}",
+                window=timedelta(days=1),
+            )
         return {k: float(v) for k, v in state.items()}
+
+    def reset_risk(self) -> None:
+        now = datetime.now(UTC)
+        before = self.dependencies["risk_state"].call(lambda: self.risk.breaker_now(now))
+        self.dependencies["risk_state"].call(lambda: self.risk.reset(now))
+        self.metrics.breaker_open.set(0)
+        if before:
+            from signalops.alerts.ledger import resolve
+
+            # the next trip today is a new episode: alerted again
+            self._alerts.submit(
+                resolve,
+                self.settings,
+                kind="risk_breaker_tripped",
+                key=f"{self.settings.signal_name}:{self.risk.day(now)}",
+            )
+            self._alert(
+                "signalops: risk circuit breaker reset",
+                f"The risk state of {self.risk.day(now)} was reset by an admin "
+                f"(was: {before}); BUY/SELL signals flow again.",
+                kind="risk_breaker_reset",
+                key=f"{self.settings.signal_name}:{now.isoformat(timespec='seconds')}",
+                window=timedelta(minutes=1),
+                severity="info",
+            )
 
     def dependency_states(self) -> dict[str, Any]:
         registry = self.dependencies["registry"]
@@ -1081,7 +1170,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         return _json({"state": svc.record_trade(pnl)})
 
     async def risk_reset(request: Request) -> Response:
-        svc.dependencies["risk_state"].call(lambda: svc.risk.reset(datetime.now(UTC)))
+        svc.reset_risk()
         return _json({"status": "reset"})
 
     from signalops.serving.openapi import document

@@ -70,6 +70,13 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
+        self.breaker_open = Gauge(
+            "signalops_risk_breaker_open",
+            "1 while the risk guard's circuit breaker blocks BUY/SELL for the day",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: label lookup is on every request's path."""
         key = (id(metric), labels)

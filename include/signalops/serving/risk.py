@@ -245,14 +245,7 @@ class RiskGuard:
         cfg = self.settings
         day, market_rule = self._calendar(now)
         state = self.state.get(day)
-        breaker = None
-        if state["pnl"] <= -cfg.max_daily_loss:
-            breaker = f"circuit breaker: daily loss {state['pnl']:.4f} <= -{cfg.max_daily_loss}"
-        elif state["peak"] - state["equity"] >= cfg.max_drawdown:
-            drawdown = state["peak"] - state["equity"]
-            breaker = f"circuit breaker: drawdown {drawdown:.4f} >= {cfg.max_drawdown}"
-        elif state["consecutive_losses"] >= cfg.max_consecutive_losses:
-            breaker = f"circuit breaker: {int(state['consecutive_losses'])} consecutive losses"
+        breaker = self.breaker(state)
         decisions = []
         trades = int(state["trades"])
         wanted = 0
@@ -275,6 +268,21 @@ class RiskGuard:
         if wanted:
             self.state.incr_trades(day, wanted)
         return decisions
+
+    def breaker(self, state: dict[str, float]) -> str | None:
+        """Why the circuit breaker is open for this day's state (None: closed)."""
+        cfg = self.settings
+        if state["pnl"] <= -cfg.max_daily_loss:
+            return f"circuit breaker: daily loss {state['pnl']:.4f} <= -{cfg.max_daily_loss}"
+        if state["peak"] - state["equity"] >= cfg.max_drawdown:
+            drawdown = state["peak"] - state["equity"]
+            return f"circuit breaker: drawdown {drawdown:.4f} >= {cfg.max_drawdown}"
+        if state["consecutive_losses"] >= cfg.max_consecutive_losses:
+            return f"circuit breaker: {int(state['consecutive_losses'])} consecutive losses"
+        return None
+
+    def breaker_now(self, now: datetime) -> str | None:
+        return self.breaker(self.state.get(self.day(now)))
 
     def trade_result(self, pnl: float, now: datetime) -> dict[str, Any]:
         return self.state.record_trade(self.day(now), pnl)
