@@ -36,6 +36,7 @@ from signalops.alerts.ledger import notify
 from signalops.config import Settings
 from signalops.onnx_model import INPUT_NAME, OUTPUT_NAME
 from signalops.registry import contracts as c
+from signalops.serving import v2
 from signalops.serving.health import Dependency, DependencyDown, first_line, is_outage
 from signalops.serving.inputs import (
     KEY,
@@ -1009,88 +1010,60 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         return _json({"name": name, "ready": True, "version": model.version})
 
     async def v2_infer(request: Request) -> Response:
+        """JSON tensors or the binary data extension (``signalops.serving.v2``)."""
         started = time.perf_counter()
         name, target, pinned = v2_target(request)
-        width = len(target.feature_names)
-        body = await _body(request, cfg.max_body_bytes)
-        if (
-            not isinstance(body, dict)
-            or not isinstance(body.get("inputs"), list)
-            or len(body["inputs"]) != 1
-        ):
+        content_type = request.headers.get("content-type")
+        binary_body = request.headers.get(v2.HEADER_LENGTH) is not None
+        if not binary_body and not media_type_ok(content_type):
             raise ApiError(
-                422, "V2 infer: expected {'inputs': [{'name', 'shape', 'datatype', 'data'}]}"
+                415,
+                f"Content-Type {str(content_type)[:80]!r} is not JSON: send application/json",
+                "unsupported_media_type",
             )
-        request_id = REQUEST_ID.check(body["id"], "'id'") if "id" in body else svc.next_id()
-        tensor = body["inputs"][0]
-        if not isinstance(tensor, dict):
-            raise ApiError(422, "V2 infer: inputs[0] must be an object")
-        missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
-        if missing:
-            raise ApiError(422, f"V2 infer: inputs[0] lacks {missing}")
-        if tensor["name"] != INPUT_NAME:
-            raise ApiError(422, f"V2 infer: inputs[0].name must be {INPUT_NAME!r}")
-        shape, data = tensor["shape"], tensor["data"]
-        if (
-            not isinstance(shape, list)
-            or len(shape) != 2
-            or not all(
-                (isinstance(d, int) and not isinstance(d, bool))
-                or (isinstance(d, float) and d.is_integer())  # 2.0 is an integer in JSON
-                for d in shape
-            )
-        ):
-            raise ApiError(422, f"V2 infer: shape must be [rows, {width}], got {shape!r}")
-        shape = [int(d) for d in shape]
-        if shape[1] != width or not 1 <= shape[0] <= cfg.max_batch_rows:
+        if request.headers.get("content-encoding", "identity") != "identity":
             raise ApiError(
-                422,
-                f"V2 infer: shape {shape} does not match [1..{cfg.max_batch_rows}, {width}]",
+                415,
+                f"Content-Encoding {request.headers['content-encoding'][:40]!r}: send the "
+                "body uncompressed",
+                "unsupported_media_type",
             )
-        if tensor["datatype"] not in ("FP32", "FP64"):
-            raise ApiError(422, f"V2 infer: datatype {tensor['datatype']!r}; use FP32")
-        if not isinstance(data, list) or not data:
-            raise ApiError(422, "V2 infer: data must be a non-empty list")
-        if all(isinstance(r, list) for r in data):
-            flat = [v for r in data for v in r]
-        elif any(isinstance(r, list) for r in data):
-            raise ApiError(422, "V2 infer: data must be flat, or a list of rows")
-        else:
-            flat = data
-        if len(flat) != shape[0] * shape[1]:
-            raise ApiError(422, f"V2 infer: {len(flat)} values for shape {shape}")
-        matrix = [flat[i * width : (i + 1) * width] for i in range(shape[0])]
+        raw = await _read(request, cfg.max_body_bytes)
+        if not raw:
+            raise ApiError(400, "empty request body: send a JSON object")
+        parsed = v2.parse_infer(
+            raw,
+            request.headers.get(v2.HEADER_LENGTH),
+            input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME,
+            width=len(target.feature_names),
+            max_rows=cfg.max_batch_rows,
+        )
+        request_id = REQUEST_ID.check(parsed.id, "'id'") if parsed.id is not None else svc.next_id()
+        n_rows = len(parsed.rows)
 
         def provide(model: LoadedModel) -> tuple[np.ndarray, list[Any] | None]:
-            return finite_matrix(matrix, len(model.feature_names), "V2 infer"), None
+            return finite_matrix(parsed.rows, len(model.feature_names), "V2 infer"), None
 
         scored = serve(
             name,
             provide,
-            [None] * shape[0],
+            [None] * n_rows,
             KEY.check(request.headers.get("x-request-key", ""), "header X-Request-Key"),
             request_id,
             started,
             pinned=pinned,
         )
-        model, role, p = scored.model, scored.role, scored.p
-        probs = np.stack([1 - p, p], axis=1).astype(np.float32)
-        return _json(
-            {
-                "model_name": name,
-                "model_version": model.version,
-                "id": request_id,
-                "parameters": {"role": role},
-                "outputs": [
-                    {
-                        "name": OUTPUT_NAME,
-                        "datatype": "FP32",
-                        "shape": list(probs.shape),
-                        "data": probs.ravel().tolist(),
-                    }
-                ],
-            }
-        )
+        probs = np.stack([1 - scored.p, scored.p], axis=1)
+        header = {
+            "model_name": name,
+            "model_version": scored.model.version,
+            "id": request_id,
+            "parameters": {"role": scored.role},
+        }
+        body, headers = v2.render_infer(header, OUTPUT_NAME, probs, parsed.binary_output)
+        media = "application/octet-stream" if headers else "application/json"
+        return Response(body, media_type=media, headers=headers)
 
     async def health(request: Request) -> Response:
         return _json({"status": "live"})

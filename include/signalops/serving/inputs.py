@@ -140,18 +140,24 @@ def media_type_ok(content_type: str | None) -> bool:
 
 
 def finite_matrix(rows: Any, width: int, where: str) -> np.ndarray:
-    """A float32 [n, width] matrix from nested lists, or an InputError saying what is wrong."""
-    if not isinstance(rows, list) or not rows:
-        raise InputError(f"{where}: expected a non-empty list of rows")
-    # numpy parses well-formed rows in C; the row-by-row walk runs only to name what is
-    # wrong (or when bools slipped in: numpy would read them as 0/1).
-    try:
-        x = np.array(rows, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError):
-        x = None
-    if x is None or x.ndim != 2 or x.shape[1] != width or _has_bool(rows):
-        _explain_rows(rows, width, where)
-        raise InputError(f"{where}: a value overflows float32")  # an int beyond float64
+    """A float32 [n, width] matrix from nested lists (or a numeric array: binary tensors),
+    or an InputError saying what is wrong."""
+    if isinstance(rows, np.ndarray):
+        x = rows.astype(np.float64, copy=False)
+        if x.ndim != 2 or x.shape[1] != width or not len(x):
+            raise InputError(f"{where}: expected [rows, {width}] values, got {list(x.shape)}")
+    else:
+        if not isinstance(rows, list) or not rows:
+            raise InputError(f"{where}: expected a non-empty list of rows")
+        # numpy parses well-formed rows in C; the row-by-row walk runs only to name what is
+        # wrong (or when bools slipped in: numpy would read them as 0/1).
+        try:
+            x = np.array(rows, dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
+            x = None
+        if x is None or x.ndim != 2 or x.shape[1] != width or _has_bool(rows):
+            _explain_rows(rows, width, where)
+            raise InputError(f"{where}: a value overflows float32")  # an int beyond float64
     # Checked in float64, against the bound the document publishes: a value a hair above
     # float32's largest would round down to it, and pass a check made after the cast.
     with np.errstate(invalid="ignore"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from signalops.config import Settings
-from signalops.onnx_model import INPUT_NAME
+from signalops.onnx_model import INPUT_NAME, OUTPUT_NAME
 from signalops.serving.inputs import (
     KEY,
     NUMBER,
@@ -362,13 +362,30 @@ def _v2_infer(
                 "minItems": 2,
                 "maxItems": 2,
             },
-            "datatype": {"enum": ["FP32", "FP64"]},
+            "datatype": {"enum": ["FP32", "FP64", "INT64", "INT32"]},
             "data": {
                 "anyOf": [
                     {"type": "array", "items": NUMBER, "minItems": 1},
                     {"type": "array", "items": row_schema(width), "minItems": 1},
                 ],
                 "description": "rows x columns values (shape), flat or as rows",
+            },
+            "parameters": {
+                "type": "object",
+                "not": {"required": ["binary_data_size"]},
+                "description": "binary_data_size: the tensor's bytes follow the JSON header "
+                "(the binary data extension, with the Inference-Header-Content-Length header)",
+            },
+        },
+    }
+    output = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"const": OUTPUT_NAME},
+            "parameters": {
+                "type": "object",
+                "description": "binary_data: true answers this output as raw bytes",
             },
         },
     }
@@ -382,6 +399,12 @@ def _v2_infer(
                 "properties": {
                     "id": REQUEST_ID.schema(),
                     "inputs": {"type": "array", "items": tensor, "minItems": 1, "maxItems": 1},
+                    "outputs": {"type": "array", "items": output},
+                    "parameters": {
+                        "type": "object",
+                        "description": "binary_data_output: true answers every output as raw "
+                        "bytes after the JSON (Inference-Header-Content-Length says where)",
+                    },
                 },
             }
         ),
