@@ -47,6 +47,7 @@ import pandas as pd
 
 from signalops.config import DriftSettings, Settings
 from signalops.drift.stats import column_drift
+from signalops.evaluation import metrics as ml
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +242,9 @@ def assess(
         labels, probs = outcomes
         matured = len(labels)
         if matured >= cfg.min_outcomes:
-            hits = (probs > 0.5) == (labels == 1)
+            hits = ml.correct_rows(labels, probs)
             accuracy = float(np.mean(hits))
-            brier = float(np.mean((probs - labels) ** 2))
+            brier = float(np.mean(ml.brier_rows(labels, probs)))
             if holdout and holdout.get("accuracy") is not None:
                 drop = float(holdout["accuracy"]) - accuracy
                 p_value = _accuracy_p_value(int(hits.sum()), matured, float(holdout["accuracy"]))

@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from signalops.drift.stats import EMPTY_BIN_SHARE
+from signalops.evaluation import metrics as ml
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +367,7 @@ def null_critical_values(
         null["score"] = {"psi": (critical * fpc ** FPC_POWER["psi"]).tolist()}
     if labels is not None and scores is not None:
         y = np.asarray(labels, dtype=np.float64)[order][finite]
-        hit = (data["__score__"] > 0.5) == (y == 1)
+        hit = ml.correct_rows(y, data["__score__"]).astype(bool)
         category = np.where(np.isfinite(y), hit.astype(int), 2)
         matured = np.isfinite(y)
         if matured.any():

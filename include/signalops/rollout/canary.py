@@ -41,6 +41,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from signalops.config import RolloutSettings, Settings
+from signalops.evaluation import metrics as ml
 from signalops.registry import Registry
 from signalops.registry import contracts as c
 from signalops.rollout.outcomes import LiveMetrics, live_metrics
@@ -90,11 +91,12 @@ def worse_log_loss_p(champion: LiveMetrics, challenger: LiveMetrics) -> float:
     """One-sided p-value of "the challenger's log loss is higher" (Welch's t-test)."""
     from scipy.stats import ttest_ind
 
-    def losses(m: LiveMetrics) -> np.ndarray:
-        p = np.clip(m.probs, 1e-15, 1 - 1e-15)
-        return -(m.labels * np.log(p) + (1 - m.labels) * np.log(1 - p))
-
-    result = ttest_ind(losses(challenger), losses(champion), equal_var=False, alternative="greater")
+    result = ttest_ind(
+        ml.log_loss_rows(challenger.labels, challenger.probs),
+        ml.log_loss_rows(champion.labels, champion.probs),
+        equal_var=False,
+        alternative="greater",
+    )
     return float(result.pvalue)
 
 

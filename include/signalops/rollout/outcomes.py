@@ -20,6 +20,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from signalops.config import Settings
+from signalops.evaluation import metrics as ml
 from signalops.warehouse import Warehouse, outcomes_table, predictions_table, to_utc_series
 
 log = logging.getLogger(__name__)
@@ -172,9 +173,8 @@ def live_metrics(
     returns = np.array([r[3] for r in out], dtype=np.float64)
     accuracy = log_loss = hit = net = None
     if len(out):
-        accuracy = float(np.mean((probs > 0.5) == (labels == 1)))
-        clipped = np.clip(probs, 1e-15, 1 - 1e-15)
-        log_loss = float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
+        accuracy = ml.accuracy(labels, probs)
+        log_loss = ml.log_loss(labels, probs)
         position = np.where(signals == "BUY", 1.0, np.where(signals == "SELL", -1.0, 0.0))
         traded = position != 0
         if traded.any():
