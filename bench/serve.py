@@ -219,6 +219,7 @@ def main() -> None:
         "SIGNALOPS_ONLINE_STORE__REDIS_URL": args.redis_url,
         "SIGNALOPS_ONLINE_STORE__KEY_PREFIX": prefix,
         "SIGNALOPS_SERVING__MAX_FEATURE_AGE_S": "1e10",
+        "SIGNALOPS_SERVING__BENCH_NULL_ROUTE": "true",  # the baseline: /null
         "SIGNALOPS_EVALUATION__BOOTSTRAP_SAMPLES": "100",
     }
     pg_db = None

@@ -407,6 +407,11 @@ class ServingSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(0, ge=0, description="server processes; 0: one per core")
+    bench_null_route: bool = Field(
+        False,
+        description="POST /null: the HTTP stack alone, the benchmark's baseline (bench/serve.py "
+        "turns it on; off in production)",
+    )
     signals: tuple[str, ...] = Field(
         (), description="registered models to serve; default: signal_name"
     )

@@ -160,3 +160,32 @@ def test_mlflow_scoring_client(served: Served) -> None:
     assert len(predictions) == 8
     p_up = [row["p_up"] if isinstance(row, dict) else row for row in predictions]
     np.testing.assert_allclose(np.asarray(p_up, dtype=float), served.expected[:8], atol=1e-6)
+
+
+def test_no_benchmark_route_in_production(served: Served) -> None:
+    """``/null`` (the benchmark's baseline) exists only where serving.bench_null_route asks."""
+    assert httpx.post(f"{served.url}/null", json={}, timeout=10).status_code == 404
+    assert "/null" not in httpx.get(f"{served.url}/openapi.json", timeout=10).json()["paths"]
+
+
+def test_every_scoring_version_has_its_error_series(served: Served) -> None:
+    """Versions that scored expose signalops_prediction_errors_total at 0 (rates and the
+    per-version error ratio see a zero, not an absent series)."""
+    body = {
+        "inputs": [
+            {
+                "name": "features",
+                "shape": [1, len(served.names)],
+                "datatype": "FP64",
+                "data": served.rows[0].tolist(),
+            }
+        ]
+    }
+    assert httpx.post(f"{served.url}/v2/models/{SIGNAL}/infer", json=body).status_code == 200
+    text = httpx.get(f"{served.url}/metrics", timeout=10).text
+    for kind in ("predict", "input"):
+        line = (
+            f'signalops_prediction_errors_total{{kind="{kind}",role="champion",'
+            f'signal="{SIGNAL}",version="1"}} 0.0'
+        )
+        assert line in text, [x for x in text.splitlines() if "prediction_errors" in x]

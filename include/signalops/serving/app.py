@@ -721,11 +721,20 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
             if model is champion or pinned is not None:
                 raise
             # The challenger cannot read this input (another feature set): champion answers.
+            failed = metrics.child(metrics.prediction_errors, signal, model.version, role, "input")
             model, role = champion, "champion"
             x, stamps = provide(model)
+            failed.inc(len(x))
         if len(x) > cfg.max_batch_rows:
             raise ApiError(413, f"{len(x)} rows exceed serving.max_batch_rows {cfg.max_batch_rows}")
-        p = model.predict(x)
+        try:
+            p = model.predict(x)
+        except Exception:
+            failed = metrics.child(
+                metrics.prediction_errors, signal, model.version, role, "predict"
+            )
+            failed.inc(len(x))
+            raise
         final, decisions = svc.decide(p, apply_risk)
         latency_ms = (time.perf_counter() - started) * 1000
         svc.log_rows(
@@ -1124,6 +1133,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         metrics.log_depth.set(svc.predlog.depth)
         metrics.spilled.set(svc.predlog.spilled)
         metrics.reloads.set(svc.pool.stats.reloads)
+        metrics.zero_errors()
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
@@ -1170,6 +1180,11 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         return _json({"predictions": [0.5]})
 
     routes = [
+        *(
+            [Route("/null", endpoint("null", null), methods=["POST"])]
+            if cfg.bench_null_route
+            else []
+        ),
         Route("/v1/signals", endpoint("signals", signals_endpoint), methods=["POST"]),
         Route("/invocations", endpoint("invocations", invocations), methods=["POST"]),
         Route("/ping", ping, methods=["GET"]),
@@ -1208,7 +1223,6 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         Route(
             "/v1/risk/trade-result", endpoint("trade_result", admin(trade_result)), methods=["POST"]
         ),
-        Route("/null", endpoint("null", null), methods=["POST"]),
     ]
 
     @asynccontextmanager

@@ -142,6 +142,7 @@ def media_type_ok(content_type: str | None) -> bool:
 def finite_matrix(rows: Any, width: int, where: str) -> np.ndarray:
     """A float32 [n, width] matrix from nested lists (or a numeric array: binary tensors),
     or an InputError saying what is wrong."""
+    x: np.ndarray | None
     if isinstance(rows, np.ndarray):
         x = rows.astype(np.float64, copy=False)
         if x.ndim != 2 or x.shape[1] != width or not len(x):
@@ -158,6 +159,7 @@ def finite_matrix(rows: Any, width: int, where: str) -> np.ndarray:
         if x is None or x.ndim != 2 or x.shape[1] != width or _has_bool(rows):
             _explain_rows(rows, width, where)
             raise InputError(f"{where}: a value overflows float32")  # an int beyond float64
+    assert x is not None
     # Checked in float64, against the bound the document publishes: a value a hair above
     # float32's largest would round down to it, and pass a check made after the cast.
     with np.errstate(invalid="ignore"):

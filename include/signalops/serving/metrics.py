@@ -18,6 +18,9 @@ from prometheus_client import (
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 
 
+ERROR_KINDS = ("predict", "input")  # signalops_prediction_errors' kinds
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -38,6 +41,13 @@ class Metrics:
         )
         self.predictions = Counter(
             "signalops_predictions", "Rows scored", ["signal", "version", "role"], registry=r
+        )
+        self.prediction_errors = Counter(
+            "signalops_prediction_errors",
+            "Rows a model version failed to score, by role (kind: predict = the model raised, "
+            "input = the version could not read the request and the champion answered)",
+            ["signal", "version", "role", "kind"],
+            registry=r,
         )
         self.model_latency = Histogram(
             "signalops_prediction_seconds",
@@ -84,6 +94,14 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return found
+
+    def zero_errors(self) -> None:
+        """Every version that scored has its error series, at 0 until one fails: rates and
+        ratios see a zero, not an absent series (called at scrape time, off the hot path)."""
+        scored = [labels for (mid, labels) in list(self._children) if mid == id(self.predictions)]
+        for labels in scored:
+            for kind in ERROR_KINDS:
+                self.child(self.prediction_errors, *labels, kind)
 
     def close(self) -> None:
         """A worker that stops takes its live gauges with it."""

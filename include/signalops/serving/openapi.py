@@ -320,15 +320,16 @@ def document(settings: Settings, pool: Any) -> dict[str, Any]:
                     "responses": _responses({"type": "object"}, 400, 401, 413, 415, 422, 503),
                 }
             },
-            "/null": {
-                "post": {
-                    "summary": "The HTTP stack alone (benchmark baseline): any JSON, a constant",
-                    "requestBody": {"required": False, "content": {JSON: {"schema": {}}}},
-                    "responses": _responses({"type": "object"}, 400, 413, 415),
-                }
-            },
         }
     )
+    if cfg.bench_null_route:
+        paths["/null"] = {
+            "post": {
+                "summary": "The HTTP stack alone (benchmark baseline): any JSON, a constant",
+                "requestBody": {"required": False, "content": {JSON: {"schema": {}}}},
+                "responses": _responses({"type": "object"}, 400, 413, 415),
+            }
+        }
     return {
         "openapi": "3.1.0",
         "info": {
