@@ -16,6 +16,12 @@ settings. This module is the small supervisor that runs them the way compose wou
   started, as ``docker kill`` would; the supervisor restarts it.
 * ``down``, ``status``, ``env``.
 
+Optional services (``OPTIONAL``) run only when their switch in ``ops/stack.env`` is on:
+Prometheus (``STACK_PROMETHEUS``: ``auto``, the default, starts it where a ``prometheus``
+binary is installed) scrapes the sidecar and the signalops exporter with the config that
+``set_up`` writes from ``ops/prometheus/prometheus.yml`` (the compose one; targets moved to
+the native ports, the same rules).
+
 Machine state lives under ``STACK_DIR`` (default ``.signalops/stack``): processes.json
 (names, pids, starts), logs/, secrets.env (generated once, mode 0600, never in the repo).
 """
@@ -28,6 +34,7 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,15 +44,27 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 PROCFILE = REPO / "ops" / "Procfile"
 STACK_ENV = REPO / "ops" / "stack.env"
+PROMETHEUS_DIR = REPO / "ops" / "prometheus"  # prometheus.yml (compose's), rules/
 DATABASES = ("airflow", "warehouse", "mlflow")  # <prefix>_<name> on STACK_PG
 AIRFLOW_INIT = "airflow db migrate"  # compose's airflow-init runs the same command
 SECRET_NAMES = ("AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "AIRFLOW_FERNET_KEY")
 STOP_GRACE_S = 20.0
 UP_TIMEOUT_S = 300.0
+# Procfile services that run only when their switch (set in ops/stack.env) is on.
+OPTIONAL = {"prometheus": "STACK_PROMETHEUS"}
+# Where the native Prometheus finds each scrape job of ops/prometheus/prometheus.yml (compose:
+# a service name and its container port). Jobs not named here have no native process
+# (Airflow's StatsD goes to statsd-exporter, a compose service only) and are left out.
+NATIVE_TARGETS = {
+    "prometheus": "PROMETHEUS_PORT",
+    "signalops-sidecar": "SIGNALOPS_SERVING__PORT",
+    "signalops-exporter": "EXPORTER_PORT",
+}
 
 
 class StackError(RuntimeError):
@@ -73,6 +92,34 @@ def read_procfile(path: Path = PROCFILE) -> list[Service]:
     if len(set(names)) != len(names):
         raise StackError(f"{path}: a service name is used twice: {names}")
     return services
+
+
+def enabled(env: Mapping[str, str], service: Service) -> bool:
+    """Whether this stack runs ``service``: always, unless it is OPTIONAL and switched off
+    (``auto``: on where its program is on PATH)."""
+    switch = OPTIONAL.get(service.name)
+    if switch is None:
+        return True
+    value = env.get(switch, "auto").strip().lower()
+    program = shlex.split(service.command)[0]
+    found = shutil.which(program, path=env.get("PATH")) is not None
+    if value == "auto":
+        return found
+    if value in ("1", "true", "yes", "on"):
+        if not found:
+            raise StackError(
+                f"{switch}={env[switch]} but `{program}` is not on PATH "
+                f"(Debian: apt-get install {program}), or set {switch}=false"
+            )
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise StackError(f"{switch}={env[switch]!r}: expected auto, true or false")
+
+
+def services(env: Mapping[str, str]) -> list[Service]:
+    """The Procfile's services this stack runs, in order."""
+    return [s for s in read_procfile() if enabled(env, s)]
 
 
 def stack_dir(env: Mapping[str, str]) -> Path:
@@ -166,7 +213,10 @@ PORTS = {  # the setting -> what listens there
     "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": (
         "the triggerer's log server (set AIRFLOW_TRIGGERER_LOG_PORT)"
     ),
+    "EXPORTER_PORT": "the signalops exporter (set EXPORTER_PORT)",
+    "PROMETHEUS_PORT": "Prometheus (set PROMETHEUS_PORT, or STACK_PROMETHEUS=false)",
 }
+PORT_SERVICES = {"PROMETHEUS_PORT": "prometheus"}  # ports only checked where that service runs
 
 
 def check_ports(env: Mapping[str, str]) -> None:
@@ -174,8 +224,12 @@ def check_ports(env: Mapping[str, str]) -> None:
     standalone`, a second stack) would answer the health checks in its place."""
     import socket
 
+    running = {s.name for s in services(env)}
     busy = []
     for key, what in PORTS.items():
+        optional = PORT_SERVICES.get(key)
+        if optional is not None and optional not in running:
+            continue  # an optional service this stack does not run
         port = int(env[key])
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -189,11 +243,41 @@ def check_ports(env: Mapping[str, str]) -> None:
         )
 
 
+def prometheus_config(env: Mapping[str, str]) -> dict[str, Any]:
+    """ops/prometheus/prometheus.yml with the native targets (NATIVE_TARGETS) and the rule
+    files by absolute path."""
+    import yaml
+
+    config: dict[str, Any] = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["rule_files"] = [str(PROMETHEUS_DIR / f) for f in config.get("rule_files", [])]
+    jobs = []
+    for job in config["scrape_configs"]:
+        port_key = NATIVE_TARGETS.get(job["job_name"])
+        if port_key is not None:
+            job["static_configs"] = [{"targets": [f"127.0.0.1:{env[port_key]}"]}]
+            jobs.append(job)
+    config["scrape_configs"] = jobs
+    return config
+
+
+def write_prometheus_config(env: Mapping[str, str]) -> Path:
+    """The native Prometheus config, as the Procfile's prometheus line reads it."""
+    import yaml
+
+    path = Path(env["STACK_DIR"]) / "prometheus" / "prometheus.yml"
+    (path.parent / "data").mkdir(parents=True, exist_ok=True)
+    header = f"# written by signalops.stack from {PROMETHEUS_DIR / 'prometheus.yml'}: edit that\n"
+    path.write_text(header + yaml.safe_dump(prometheus_config(env), sort_keys=False))
+    return path
+
+
 def set_up(env: Mapping[str, str]) -> None:
     """The one-shot steps before the services start (idempotent)."""
     directory = Path(env["STACK_DIR"])
     for sub in ("logs", "control", "state", "airflow", "mlflow-artifacts"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
+    if "prometheus" in {s.name for s in services(env)}:
+        write_prometheus_config(env)
     create_databases(env)
     log = directory / "logs" / "airflow-init.log"
     with log.open("ab") as out:
@@ -404,6 +488,8 @@ def health_checks(env: Mapping[str, str]) -> dict[str, Callable[[], bool]]:
         "signalops-sidecar": lambda: _http_ok(
             f"http://127.0.0.1:{env['SIGNALOPS_SERVING__PORT']}/health"
         ),
+        "signalops-exporter": lambda: _http_ok(f"http://127.0.0.1:{env['EXPORTER_PORT']}/health"),
+        "prometheus": lambda: _http_ok(f"http://127.0.0.1:{env['PROMETHEUS_PORT']}/-/ready"),
     }
 
 
@@ -429,7 +515,7 @@ def _alive(pid: object) -> bool:
 
 
 def wait_healthy(env: Mapping[str, str], timeout_s: float = UP_TIMEOUT_S) -> dict[str, bool]:
-    checks = health_checks(env)
+    checks = {s.name: health_checks(env)[s.name] for s in services(env)}
     deadline = time.monotonic() + timeout_s
     status: dict[str, bool] = {}
     while True:
@@ -512,7 +598,7 @@ def hold(env: Mapping[str, str], name: str, held: bool) -> None:
 def print_status(env: Mapping[str, str]) -> None:
     state = read_state(env) or {"services": {}}
     checks = health_checks(env)
-    for service in read_procfile():
+    for service in services(env):
         info = state["services"].get(service.name, {})
         healthy = "healthy" if checks[service.name]() else "not healthy"
         held = " (held down)" if info.get("held") else ""
@@ -526,6 +612,9 @@ def print_status(env: Mapping[str, str]) -> None:
     )
     print(f"  MLflow       http://127.0.0.1:{env['MLFLOW_PORT']}")
     print(f"  sidecar      http://127.0.0.1:{env['SIGNALOPS_SERVING__PORT']}")
+    print(f"  exporter     http://127.0.0.1:{env['EXPORTER_PORT']}/metrics")
+    if "prometheus" in {s.name for s in services(env)}:
+        print(f"  Prometheus   http://127.0.0.1:{env['PROMETHEUS_PORT']}")
     print(f"  logs         {env['STACK_DIR']}/logs")
 
 
@@ -536,7 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop every service")
     sub.add_parser("status", help="each service's pid, starts and health")
     sub.add_parser("supervise", help="run the services in the foreground")
-    sub.add_parser("env", help="print the services' SIGNALOPS_*/AIRFLOW__*/MLFLOW_* settings")
+    sub.add_parser(
+        "env", help="print the services' SIGNALOPS_*/AIRFLOW__*/MLFLOW_*/EXPORTER_* settings"
+    )
     for name in ("stop", "start", "kill"):
         helps = {"kill": "kill -9 one service and its children (it is restarted)"}
         sub.add_parser(name, help=helps.get(name, f"{name} one service")).add_argument("service")
@@ -550,10 +641,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             print_status(env)
         elif args.command == "supervise":
-            Supervisor(env, read_procfile()).run()
+            Supervisor(env, services(env)).run()
         elif args.command == "env":
             for key in sorted(env):
-                if key.startswith(("SIGNALOPS_", "AIRFLOW__", "MLFLOW_")):
+                if key.startswith(("SIGNALOPS_", "AIRFLOW__", "MLFLOW_", "EXPORTER_")):
                     secret = any(s in key for s in ("SECRET", "FERNET", "TOKEN", "PASSWORD"))
                     print(f"{key}={'***' if secret and env[key] else env[key]}")
         elif args.command == "kill":

@@ -19,7 +19,9 @@ online store Redis. The test then acts as the UI does, with a JWT from /auth/tok
    500; once Redis is back the sidecar recovers by itself.
 
 Every DAG run ends `success`, every alert reaches a local Slack-compatible endpoint, and
-each fault's cost is printed (run with -s to see it).
+each fault's cost is printed (run with -s to see it). Then Prometheus (started by the stack
+where the Debian package is installed) has scraped the sidecar and the signalops exporter
+and fires the high-drift alert.
 
 Its own PostgreSQL databases, Redis server (on a free port, so stopping it harms no other
 test) and ports: it runs beside the rest of the suite and beside a user's `make stack`.
@@ -269,6 +271,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             AIRFLOW_SCHEDULER_HEALTH_PORT=str(_free_port()),
             AIRFLOW_WORKER_LOG_PORT=str(_free_port()),
             AIRFLOW_TRIGGERER_LOG_PORT=str(_free_port()),
+            EXPORTER_PORT=str(_free_port()),
+            PROMETHEUS_PORT=str(_free_port()),  # Prometheus runs where it is installed
             SLACK_WEBHOOK_URL=f"{slack.url}/hooks/stack",
             SIDECAR_ADMIN_TOKEN=uuid.uuid4().hex,
             # sized for a 2-core machine running the rest of the suite beside it
@@ -527,3 +531,43 @@ def _shadow_rows(stack: Stack, version: str) -> int:
         return 0
     finally:
         engine.dispose()
+
+
+def _prometheus(stack: Stack, path: str, **params: str) -> Any:
+    url = f"http://127.0.0.1:{stack.env['PROMETHEUS_PORT']}/api/v1/{path}"
+    body = httpx.get(url, params=params, timeout=10).json()
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def test_prometheus_scrapes_the_stack(stack: Stack) -> None:
+    """STACK_PROMETHEUS=auto: where `prometheus` is installed the stack runs it on the config
+    written from ops/prometheus/prometheus.yml; every target is up, the rules are loaded and
+    the drift check of the chain above fires SignalopsDriftHigh."""
+    if "prometheus" not in stack.processes():
+        why = "prometheus is not installed (Debian: apt-get install prometheus)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{why}; CI must run the stack with it", pytrace=False)
+        pytest.skip(why)
+
+    def all_up() -> dict[str, str] | None:
+        targets = _prometheus(stack, "targets")["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in targets}
+        return health if set(health.values()) == {"up"} else None
+
+    health = wait_for("every Prometheus target up", all_up, 90)
+    assert set(health) == {"prometheus", "signalops-sidecar", "signalops-exporter"}, health
+    rules = {r["name"] for g in _prometheus(stack, "rules")["groups"] for r in g["rules"]}
+    assert {"SignalopsDriftHigh", "signalops:predictions:rate_5m"} <= rules, rules
+    ages = _prometheus(stack, "query", query="signalops_dag_last_success_age_seconds")
+    assert {r["metric"]["dag_id"] for r in ages["result"]} >= {"market_data", "retrain"}, ages
+
+    def drift_alert() -> list[dict[str, Any]]:
+        return [
+            a
+            for a in _prometheus(stack, "alerts")["alerts"]
+            if a["labels"]["alertname"] == "SignalopsDriftHigh" and a["state"] == "firing"
+        ]
+
+    fired = wait_for("SignalopsDriftHigh to fire", drift_alert, 90)
+    assert fired[0]["labels"]["signal"] == "direction_1h", fired

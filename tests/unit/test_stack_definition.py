@@ -33,6 +33,9 @@ SCHEMA = REPO / "tests" / "data" / "compose-spec.json"
 
 # Compose services with no Procfile line: the infrastructure and the one-shot set-up steps.
 INFRASTRUCTURE = frozenset({"postgres", "redis", "init-db", "airflow-init"})
+# Compose-only services of the "observability" profile, with no native process: Grafana and
+# statsd-exporter have no Debian package (natively, Airflow's StatsD stays off).
+COMPOSE_ONLY_SERVICES = frozenset({"grafana", "statsd-exporter"})
 AIRFLOW_IMAGE = "signalops-airflow"  # built from ./Dockerfile (FROM apache/airflow)
 AIRFLOW_COMPONENTS = frozenset(
     {
@@ -45,12 +48,18 @@ AIRFLOW_COMPONENTS = frozenset(
     }
 )
 
+# Services with the Airflow components' environment (x-airflow-common): the exporter reads
+# Airflow's metadata DB.
+AIRFLOW_ENV = AIRFLOW_COMPONENTS | {"signalops-exporter"}
+
 # Which of ops/stack.env's settings each compose service carries (natively every process gets
 # all of them; the other prefixes are read by no code in that service).
 SIDECAR_ONLY = "SIGNALOPS_SERVING__"  # the sidecar's own settings; no Airflow component reads them
 SCOPES: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(AIRFLOW_COMPONENTS, ("SIGNALOPS_", "AIRFLOW__")),
     "signalops-sidecar": ("SIGNALOPS_",),
+    # reads the warehouse and MLflow (SIGNALOPS_*) and Airflow's metadata DB (--airflow)
+    "signalops-exporter": ("SIGNALOPS_", "AIRFLOW__", "EXPORTER_"),
     "mlflow": ("MLFLOW_",),
 }
 
@@ -81,6 +90,8 @@ DEPLOYMENT_SPECIFIC: dict[str, str] = {
     "MLFLOW_PORT": "port",  # container port; MLFLOW_PORT publishes it
     "MLFLOW_BACKEND_STORE_URI": "url",  # host postgres, database mlflow
     "MLFLOW_ARTIFACTS_DESTINATION": "path",  # a named volume
+    "EXPORTER_HOST": "host",  # reachable from Prometheus' container
+    "EXPORTER_PORT": "port",  # container port; prometheus.yml's target
 }
 
 # Settings only compose has, and the services that may set them.
@@ -88,12 +99,25 @@ COMPOSE_ONLY: dict[str, frozenset[str]] = {
     # the container host names others call MLflow by (natively: localhost, allowed by default)
     "MLFLOW_SERVER_ALLOWED_HOSTS": frozenset({"mlflow"}),
     # the login password file on the named volume airflow-auth (natively: $AIRFLOW_HOME/...)
-    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": AIRFLOW_COMPONENTS,
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": AIRFLOW_ENV,
     # the image entrypoint: Celery's warm shutdown on SIGTERM
     "DUMB_INIT_SETSID": frozenset({"airflow-worker"}),
     # the image entrypoint: no Airflow metadata-DB wait (the sidecar is no Airflow component)
     "CONNECTION_CHECK_MAX_COUNT": frozenset({"signalops-sidecar"}),
+    # Airflow's StatsD to the statsd-exporter service (no native statsd-exporter)
+    **dict.fromkeys(
+        (
+            "AIRFLOW__METRICS__STATSD_ON",
+            "AIRFLOW__METRICS__STATSD_HOST",
+            "AIRFLOW__METRICS__STATSD_PORT",
+            "AIRFLOW__METRICS__STATSD_PREFIX",
+        ),
+        AIRFLOW_ENV,
+    ),
 }
+
+# Images whose entrypoint is the program itself: compose gives only its arguments.
+ENTRYPOINTS = {"prom/prometheus": "prometheus"}
 
 # The published container port of a service and the setting it listens on.
 PUBLISHED = {
@@ -180,12 +204,25 @@ def is_airflow_image(service: dict[str, Any]) -> bool:
 
 def effective_command(service: dict[str, Any]) -> list[str]:
     """What the container runs: the official Airflow image's entrypoint runs ``bash``/``python``
-    commands as given and prefixes ``airflow`` to any other; other images have none."""
+    commands as given and prefixes ``airflow`` to any other; ENTRYPOINTS' images run their
+    program with the command as its arguments; other images have none."""
     command = service.get("command")
     words = shlex.split(command) if isinstance(command, str) else list(command or [])
     if is_airflow_image(service) and words and words[0] not in {"airflow", "bash", "python"}:
         return ["airflow", *words]
-    return words
+    program = ENTRYPOINTS.get(str(service.get("image", "")).split(":")[0])
+    return [program, *words] if program else words
+
+
+def same_command(native: list[str], composed: list[str]) -> bool:
+    """Word by word; a native ``--flag=value`` whose value names a setting (``${STACK_DIR}``,
+    ``${PROMETHEUS_PORT}``) is deployment-specific: only its flag must match."""
+    if len(native) != len(composed):
+        return False
+    return all(
+        n.split("=", 1)[0] == c.split("=", 1)[0] if "$" in n else n == c
+        for n, c in zip(native, composed, strict=True)
+    )
 
 
 def test_compose_file_matches_the_compose_spec(compose: dict[str, Any]) -> None:
@@ -207,13 +244,17 @@ def test_compose_file_matches_the_compose_spec(compose: dict[str, Any]) -> None:
 
 def test_services_are_the_procfiles(services: dict[str, dict[str, Any]]) -> None:
     procfile = {s.name for s in stack.read_procfile()}
-    composed = set(services) - INFRASTRUCTURE
+    composed = set(services) - INFRASTRUCTURE - COMPOSE_ONLY_SERVICES
     assert not procfile - composed, f"Procfile services missing in compose: {procfile - composed}"
     assert not composed - procfile, f"compose services not in ops/Procfile: {composed - procfile}"
     assert not INFRASTRUCTURE - set(services), f"missing: {INFRASTRUCTURE - set(services)}"
     assert (REPO / "Dockerfile").read_text().count("FROM apache/airflow:") == 1
-    for name in AIRFLOW_COMPONENTS | {"signalops-sidecar"}:
+    for name in AIRFLOW_COMPONENTS | {"signalops-sidecar", "signalops-exporter"}:
         assert is_airflow_image(services[name]), f"{name}: expected image {AIRFLOW_IMAGE}:..."
+    optional = {n for n, s in services.items() if s.get("profiles")}
+    assert set(stack.OPTIONAL) <= optional, "a native optional service must be optional in compose"
+    for name in COMPOSE_ONLY_SERVICES | {"signalops-exporter", "prometheus"}:
+        assert services[name].get("profiles") == ["observability"], name
 
 
 def test_commands_are_the_procfiles(services: dict[str, dict[str, Any]]) -> None:
@@ -222,7 +263,7 @@ def test_commands_are_the_procfiles(services: dict[str, dict[str, Any]]) -> None
     for name, command in expected.items():
         assert "entrypoint" not in services[name], f"{name}: no entrypoint override, please"
         got = effective_command(services[name])
-        assert got == shlex.split(command), (
+        assert same_command(shlex.split(command), got), (
             f"{name}: compose runs {shlex.join(got)!r}, "
             f"ops/Procfile / signalops.stack runs {command!r}"
         )
