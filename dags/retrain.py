@@ -15,10 +15,12 @@ registry only if it survives two gates.
 * **export_parity**: `model.onnx` via onnxmltools; on the whole holdout,
   max |p_onnx - p_xgboost| <= `training.max_parity_error`, identical labels, same tree
   count. A failure fails the run here: nothing is registered.
+* **describe**: what the version carries beside its model: SHAP importance (+ plot), the
+  drift monitor's reference profile with its null critical values, the feature spec (the
+  sidecar's input contract).
 * **evaluate**: challenger, current champion and a naive baseline on the same holdout
   (ML and trading metrics), a paired block-bootstrap CI against the champion, absolute
-  floors; SHAP importance; the drift reference profile. The markdown report is in this
-  task's log and in MLflow.
+  floors. The markdown report is in this task's log and in MLflow.
 * **gate** branches to **register** (MLflow model version with every artifact, alias
   `challenger`, or `champion` for the very first model; emits
   `signalops/challenger_registered`) or **reject** (the MLflow run records why).
@@ -179,9 +181,14 @@ def retrain() -> None:
         return _run_step("export", trained).as_dict()
 
     @task
-    def evaluate(exported: dict) -> dict:
+    def describe(exported: dict) -> dict:
+        """SHAP importance, the drift reference profile and the feature spec (contract)."""
+        return _run_step("describe", exported).as_dict()
+
+    @task
+    def evaluate(described: dict) -> dict:
         """Challenger vs champion vs naive baseline on the holdout; the report."""
-        return _run_step("evaluate", exported).as_dict()
+        return _run_step("evaluate", described).as_dict()
 
     @task.branch
     def gate(evaluated: dict) -> str:
@@ -206,7 +213,7 @@ def retrain() -> None:
         """The gate said no: record why in MLflow, tell the team, register nothing."""
         return _run_step("reject", evaluated, registered=False).as_dict()
 
-    evaluated = evaluate(export_parity(train(assemble())))
+    evaluated = evaluate(describe(export_parity(train(assemble()))))
     gate(evaluated) >> [register(evaluated), reject(evaluated)]
 
 

@@ -16,7 +16,6 @@ import json
 import logging
 import re
 import resource
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -481,9 +480,55 @@ def _champion_scores(
     return champion, p, note
 
 
-def evaluate(settings: Settings, run_dir: Path) -> StepResult:
-    """Challenger vs champion vs naive baseline on the holdout; the gate; SHAP; profile."""
+def describe(settings: Settings, run_dir: Path) -> StepResult:
+    """What a version carries beside its model: SHAP importance (+ plot) on the validation
+    rows, the drift monitor's reference profile (with the null critical values of its
+    statistics, on the training rows) and the feature spec, the sidecar's input contract."""
+    import xgboost as xgb
+
     from signalops.drift.profile import build_profile, save_profile
+    from signalops.features.definitions import get_feature_set
+    from signalops.onnx_model import INPUT_NAME, OUTPUT_NAME, onnx_feature_names
+    from signalops.training.explain import shap_importance, write_shap
+
+    run_id = _state(run_dir)["mlflow_run_id"]
+    dataset, split, booster = load_dataset(run_dir), _split(run_dir), _booster(run_dir)
+    names, x = dataset.feature_names, dataset.x
+    importance = shap_importance(booster, x[split.valid], names)
+    write_shap(importance, run_dir / c.SHAP_JSON, run_dir / c.SHAP_PLOT)
+
+    train_scores = booster.predict(
+        xgb.DMatrix(x[split.train], feature_names=onnx_feature_names(len(names)))
+    )
+    profile = build_profile(
+        dataset.frame.iloc[split.train],
+        names,
+        scores=train_scores,
+        labels=dataset.y[split.train],
+        quantile=settings.drift.null_quantile,
+        blocks=settings.drift.null_blocks,
+        significance=settings.drift.significance,
+    )
+    profile["feature_set_version"] = dataset.feature_set_version
+    save_profile(profile, run_dir / c.REFERENCE_PROFILE)
+
+    spec = get_feature_set(dataset.feature_set_version).spec(dataset.horizon_bars)
+    spec["input"], spec["output"] = INPUT_NAME, OUTPUT_NAME
+    spec["bar_minutes"] = int(dataset.bar.total_seconds() // 60)
+    atomic_write_bytes(run_dir / c.FEATURE_SPEC, json.dumps(spec, indent=2).encode())
+    top = ", ".join(f"{k} {v:.3g}" for k, v in list(importance.items())[:3])
+    summary = (
+        f"described: SHAP top {top}; reference profile of {len(split.train)} training rows; "
+        f"feature spec {dataset.feature_set_version} ({len(names)} inputs)"
+    )
+    return StepResult(
+        str(run_dir), run_id, summary, {"shap_top": dict(list(importance.items())[:10])}
+    )
+
+
+def evaluate(settings: Settings, run_dir: Path) -> StepResult:
+    """Challenger vs champion vs naive baseline on the holdout; the gate's decision; the
+    report (evaluation.json/.md), logged to the MLflow run with ``describe``'s artifacts."""
     from signalops.evaluation.report import (
         Scored,
         annualization_of,
@@ -491,13 +536,11 @@ def evaluate(settings: Settings, run_dir: Path) -> StepResult:
         markdown,
     )
     from signalops.evaluation.report import evaluate as evaluate_models
-    from signalops.features.definitions import get_feature_set
     from signalops.registry import Registry
-    from signalops.training.explain import shap_importance, write_shap
 
     cfg = settings.evaluation
     run_id = _state(run_dir)["mlflow_run_id"]
-    dataset, split, booster = load_dataset(run_dir), _split(run_dir), _booster(run_dir)
+    dataset, split = load_dataset(run_dir), _split(run_dir)
     scores = pd.read_parquet(run_dir / HOLDOUT_SCORES)
     train_y = dataset.y[split.train]
     p_base = baseline_probability(train_y)
@@ -531,35 +574,8 @@ def evaluate(settings: Settings, run_dir: Path) -> StepResult:
     report["data_snapshot"] = dataset.snapshot_hash
     report["feature_set_version"] = dataset.feature_set_version
 
-    names = dataset.feature_names
-    x = dataset.x
-    importance = shap_importance(booster, x[split.valid], names)
-    write_shap(importance, run_dir / c.SHAP_JSON, run_dir / c.SHAP_PLOT)
+    importance = json.loads((run_dir / c.SHAP_JSON).read_text())
     report["shap_top"] = dict(list(importance.items())[:10])
-
-    import xgboost as xgb
-
-    from signalops.onnx_model import onnx_feature_names
-
-    train_scores = booster.predict(
-        xgb.DMatrix(x[split.train], feature_names=onnx_feature_names(len(names)))
-    )
-    # with the null critical values of the drift statistics on windows of these rows
-    profile = build_profile(
-        dataset.frame.iloc[split.train],
-        names,
-        scores=train_scores,
-        labels=train_y,
-        quantile=settings.drift.null_quantile,
-        blocks=settings.drift.null_blocks,
-        significance=settings.drift.significance,
-    )
-    profile["feature_set_version"] = dataset.feature_set_version
-    save_profile(profile, run_dir / c.REFERENCE_PROFILE)
-    spec = get_feature_set(dataset.feature_set_version).spec(dataset.horizon_bars)
-    spec["input"], spec["output"] = "features", "probabilities"
-    spec["bar_minutes"] = int(dataset.bar.total_seconds() // 60)
-    atomic_write_bytes(run_dir / c.FEATURE_SPEC, json.dumps(spec, indent=2).encode())
 
     title = f"{settings.signal_name} challenger (run {_request(run_dir).run_key})"
     text = markdown(report, title)
@@ -608,50 +624,10 @@ def evaluate(settings: Settings, run_dir: Path) -> StepResult:
 # register / reject
 
 
-def _mlflow_model_dir(run_dir: Path, booster: Any, n_features: int) -> Path:
-    """A complete MLflow model (xgboost flavor) plus every signalops artifact, in one folder."""
-    import mlflow.xgboost
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
-
-    from signalops.onnx_model import onnx_feature_names
-
-    target = run_dir / c.MODEL_DIR
-    staging = run_dir / f".{c.MODEL_DIR}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    signature = ModelSignature(
-        inputs=Schema([ColSpec("float", name) for name in onnx_feature_names(n_features)]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]),
-    )
-    import xgboost
-
-    # Explicit requirements: MLflow would otherwise infer them in a subprocess (~15 s).
-    mlflow.xgboost.save_model(
-        booster,
-        str(staging),
-        model_format="ubj",
-        signature=signature,
-        pip_requirements=[f"xgboost=={xgboost.__version__}", f"numpy=={np.__version__}"],
-    )
-    for name in (
-        c.ONNX_MODEL,
-        c.FEATURE_SPEC,
-        c.REFERENCE_PROFILE,
-        c.EVALUATION_JSON,
-        c.EVALUATION_MD,
-        c.SHAP_JSON,
-        c.SHAP_PLOT,
-        c.PARITY_JSON,
-    ):
-        shutil.copy2(run_dir / name, staging / name)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    return target
-
-
 def register(settings: Settings, run_dir: Path) -> StepResult:
     """Register the version (all artifacts) and set its alias: challenger, or champion first."""
     from signalops.registry import Registry
+    from signalops.registry.packaging import package_model
 
     state = _state(run_dir)
     run_id, action = state["mlflow_run_id"], state.get("action")
@@ -667,7 +643,7 @@ def register(settings: Settings, run_dir: Path) -> StepResult:
     run_tags = registry.run_tags(run_id)
     version = run_tags.get(c.TAG_MODEL_VERSION)
     if version is None:  # a retried register does not create a second version
-        folder = _mlflow_model_dir(run_dir, booster, len(dataset.feature_names))
+        folder = package_model(run_dir, booster, len(dataset.feature_names))
         registry.log_artifacts(run_id, folder, c.MODEL_DIR)
         version = registry.register_version(
             run_id,
@@ -748,7 +724,12 @@ def run_all(
         timings[name] = time.perf_counter() - started
         return results[name]
 
-    for name, step in (("assemble", assemble), ("train", train), ("export", export)):
+    for name, step in (
+        ("assemble", assemble),
+        ("train", train),
+        ("export", export),
+        ("describe", describe),
+    ):
         run(name, step)
     if run("evaluate", evaluate).figures["passed"]:
         run("register", register)
