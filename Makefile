@@ -55,10 +55,11 @@ airflow: $(STAMP)  ## start `airflow standalone` on the embedded default (UI on 
 	$(VENV)/bin/airflow dags reserialize >/dev/null
 	$(VENV)/bin/airflow dags unpause --treat-dag-id-as-regex --yes '.*' >/dev/null
 	@# The MLflow UI that the Signals page and the alerts link to (the same store), stopped
-	@# with standalone; MLFLOW_UI_PORT moves it.
+	@# with standalone; MLFLOW_UI_PORT moves it. Framable (local only): the Signals page opens
+	@# its MLflow links inside the Airflow UI.
 	mkdir -p "$(SIGNALOPS_STATE_DIR)"
 	$(VENV)/bin/mlflow server --backend-store-uri "$${SIGNALOPS_MLFLOW__TRACKING_URI:-sqlite:///$(SIGNALOPS_STATE_DIR)/mlflow.db}" \
-	  --host 127.0.0.1 --port $${MLFLOW_UI_PORT:-5000} --workers 1 >"$(SIGNALOPS_STATE_DIR)/mlflow-ui.log" 2>&1 & \
+	  --host 127.0.0.1 --port $${MLFLOW_UI_PORT:-5000} --workers 1 --x-frame-options NONE >"$(SIGNALOPS_STATE_DIR)/mlflow-ui.log" 2>&1 & \
 	mlflow_ui=$$!; trap "kill $$mlflow_ui 2>/dev/null" EXIT; \
 	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True \
 	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False \
