@@ -424,9 +424,10 @@ def test_postgres_outage_loses_no_logged_prediction(server: Server) -> None:
         time.sleep(0.5)
     assert server.logged(set(ids)) == len(ids) > 0
     # Slack heard of the spill and of the replay: once each, whatever the rows' count.
-    assert _wait_for(lambda: len(_slack_titled(server, "replayed", slack_before)) >= 1, 15)
-    assert len(_slack_titled(server, "spilling to disk", slack_before)) == 1
-    assert len(_slack_titled(server, "replayed", slack_before)) == 1
+    replayed, spilling = "spilled predictions replayed", "prediction log spilling to disk"
+    assert _wait_for(lambda: len(_slack_titled(server, replayed, slack_before)) >= 1, 15)
+    assert len(_slack_titled(server, spilling, slack_before)) == 1
+    assert len(_slack_titled(server, replayed, slack_before)) == 1
     grown = server.log_path.read_text()[log_size:]  # the outage is told once, not per row
     assert "Traceback" not in grown and len(grown.splitlines()) < 40, grown[-3000:]
 

@@ -239,6 +239,7 @@ class Sidecar:
         self._feature_cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._dead_alerted, self._dead_alert_at = 0, 0.0  # at most one alert a minute
         self._spilled_seen = self._replayed_seen = 0
+        self._spilling = False  # an episode of the prediction log spilling to disk
         self.start_background = start_background
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -316,30 +317,37 @@ class Sidecar:
 
     def _spill_alerts(self, spilled: int, replayed: int) -> None:
         """The prediction log started spilling to disk (the database cannot be written), and
-        later replayed the spill: one alert each per episode across workers."""
-        where = self.settings.state_dir / "serving" / "spill"
+        later replayed the spill: one alert each per episode. The ledger dedups across
+        workers; this process's own episode flag covers the outage itself, when the ledger
+        (in that same database) cannot be read."""
         if spilled > self._spilled_seen:
-            self._alert(
-                "signalops sidecar: prediction log spilling to disk",
-                f"The warehouse database cannot be written: {spilled - self._spilled_seen} "
-                f"prediction row(s) went to spill files on the sidecar host ({where}); they "
-                "are replayed when the database answers again. Nothing is lost.",
-                kind="predictions_spilling",
-                key=self.settings.signal_name,
-                window=timedelta(hours=1),
-                severity="warning",
-            )
+            if not self._spilling:
+                self._spilling = True
+                self._alert(
+                    "signalops sidecar: prediction log spilling to disk",
+                    f"The warehouse database cannot be written: {spilled - self._spilled_seen} "
+                    "prediction row(s) went to spill files in the sidecar's state directory "
+                    "(serving/spill); they are replayed when the database answers again. "
+                    "Nothing is lost.",
+                    kind="predictions_spilling",
+                    key=self.settings.signal_name,
+                    window=timedelta(hours=1),
+                    severity="warning",
+                )
             self._spilled_seen = spilled
         if replayed > self._replayed_seen:
-            self._alert(
-                "signalops sidecar: spilled predictions replayed",
-                f"The warehouse database is back: {replayed - self._replayed_seen} spilled "
-                "prediction row(s) were written to the prediction log.",
-                kind="predictions_replayed",
-                key=self.settings.signal_name,
-                window=timedelta(minutes=10),
-                severity="info",
-            )
+            # the end of this episode, or a spill an earlier process left (first replay seen)
+            if self._spilling or self._replayed_seen == 0:
+                self._spilling = False
+                self._alert(
+                    "signalops sidecar: spilled predictions replayed",
+                    f"The warehouse database is back: {replayed - self._replayed_seen} spilled "
+                    "prediction row(s) were written to the prediction log.",
+                    kind="predictions_replayed",
+                    key=self.settings.signal_name,
+                    window=timedelta(minutes=10),
+                    severity="info",
+                )
             self._replayed_seen = replayed
 
     def _load_failed(self, title: str, text: str, version_key: str) -> None:
