@@ -50,3 +50,17 @@ def running_sidecar(
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Until ``url`` answers 200; fails with the process's log tail if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{url} did not answer:\n{log.read_text(errors='replace')[-4000:]}")
+        time.sleep(0.3)

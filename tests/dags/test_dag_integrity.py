@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
+from tests.dags.probe import probe
+
 REPO = Path(__file__).resolve().parents[2]
 DAGS_DIR = REPO / "dags"
 EXPECTED = {"market_data", "features", "retrain"}
@@ -67,27 +69,17 @@ def test_conventions(dagbag: DagBag) -> None:
             ), f"{at}: docstring"
 
 
-_PROBE = r"""
-import importlib.util, json, socket, sqlite3, sys
-import airflow.sdk  # baseline: what Airflow itself loads
-before = set(sys.modules)
-calls = []
-def refuse(name):
-    def _refuse(*args, **kwargs):
-        calls.append(name)
-        raise RuntimeError(f"{name} at DAG parse time")
-    return _refuse
-socket.socket.connect = refuse("socket.connect")
-socket.create_connection = refuse("socket.create_connection")
-sqlite3.connect = refuse("sqlite3.connect")
-import signalops.config
-signalops.config.load_settings = refuse("load_settings")
+_PROBE = probe(
+    "airflow.sdk",
+    "at DAG parse time",
+    """\
 for path in sys.argv[1:]:
     spec = importlib.util.spec_from_file_location("dagfile_" + path.rsplit("/", 1)[-1][:-3], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
 print(json.dumps({"new_modules": sorted(set(sys.modules) - before), "calls": calls}))
-"""
+""",
+)
 
 
 def test_parsing_does_no_work() -> None:

@@ -9,25 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.dags.probe import probe
 from tests.dags.test_dag_integrity import HEAVY
 
 REPO = Path(__file__).resolve().parents[2]
 
-_PROBE = r"""
-import json, socket, sqlite3, sys
-from airflow import plugins_manager  # baseline: what Airflow itself loads
-before = set(sys.modules)
-calls = []
-def refuse(name):
-    def _refuse(*args, **kwargs):
-        calls.append(name)
-        raise RuntimeError(f"{name} while loading plugins")
-    return _refuse
-socket.socket.connect = refuse("socket.connect")
-socket.create_connection = refuse("socket.create_connection")
-sqlite3.connect = refuse("sqlite3.connect")
-import signalops.config
-signalops.config.load_settings = refuse("load_settings")
+_PROBE = probe(
+    "airflow.plugins_manager as plugins_manager",
+    "while loading plugins",
+    """\
 plugins, errors = plugins_manager._get_plugins()
 apps, _ = plugins_manager.get_fastapi_plugins()
 views, _ = plugins_manager._get_ui_plugins()
@@ -39,7 +29,8 @@ print(json.dumps({
     "apps": [a["url_prefix"] for a in apps],
     "views": [[v["destination"], v["url_route"], v["href"]] for v in views],
 }))
-"""
+""",
+)
 
 
 def test_plugin_loads_cheaply(tmp_path: Path) -> None:

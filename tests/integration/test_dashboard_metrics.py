@@ -35,7 +35,7 @@ from signalops.registry import Registry
 from signalops.registry import contracts as c
 from signalops.training import retrain as steps
 from tests.conftest import TRAIN_SYMBOLS, copy_lake
-from tests.sidecar_process import free_port, running_sidecar
+from tests.sidecar_process import free_port, running_sidecar, wait_http
 from tests.warehouse_rows import fill_warehouse
 
 pytestmark = pytest.mark.integration
@@ -204,19 +204,6 @@ def record_success(metadata_url: str, dag_id: str, ended: datetime) -> None:
             )
     finally:
         engine.dispose()
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"{url} did not answer:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.3)
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from signalops.config import Settings
 from signalops.registry import Registry
 from signalops.training import retrain as steps
 from tests.conftest import TRAIN_END, TRAIN_START, TRAIN_SYMBOLS, build_lake, training_settings
-from tests.sidecar_process import free_port, running_sidecar
+from tests.sidecar_process import free_port, running_sidecar, wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -64,19 +64,6 @@ class Deployment:
         )
         assert r.status_code in (200, 201), r.text
         return str(r.json()["access_token"])
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            pytest.fail(f"{url} did not answer:\n{log.read_text(errors='replace')[-4000:]}")
-        time.sleep(0.5)
 
 
 # The source's distribution shift starts a day before the lake ends: the newest drift window
@@ -250,7 +237,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 )
             )  # fmt: skip
         _operate(settings, env, tmp)
-        _wait(f"{airflow_url}/api/v2/monitor/health", procs[0], api_log, 180)
+        wait_http(f"{airflow_url}/api/v2/monitor/health", procs[0], api_log, 180)
         deployment = Deployment(settings, airflow_url, mlflow_url, tmp)
         # The first page imports MLflow into the api-server (seconds on a busy machine).
         warm = httpx.get(
@@ -259,7 +246,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             timeout=120,
         )
         assert warm.status_code == 200, warm.text[-2000:]
-        _wait(f"{mlflow_url}/health", procs[1], mlflow_log, 120)
+        wait_http(f"{mlflow_url}/health", procs[1], mlflow_log, 120)
         yield deployment
     finally:
         for proc in procs:
