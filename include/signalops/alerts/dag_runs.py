@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -20,52 +21,49 @@ from signalops.alerts.ledger import Outcome, notify
 from signalops.alerts.slack import Alert
 from signalops.config import Settings
 
+if TYPE_CHECKING:
+    from signalops.warehouse import Warehouse
+
 log = logging.getLogger(__name__)
 
 PAUSED_WINDOW = timedelta(hours=1)  # one alert per pause, however the callbacks repeat
 
 
-def record_run(settings: Settings, dag_id: str, run_id: str, *, failed: bool) -> None:
+def _record(
+    warehouse: Warehouse, conn: sa.Connection, dag_id: str, run_id: str, failed: bool
+) -> None:
     """Store one finished run (idempotent: the same run stored twice is one row)."""
-    from signalops.warehouse import Warehouse
     from signalops.warehouse import dag_runs_table as t
 
-    with Warehouse(settings.warehouse_url) as warehouse:
-        warehouse.create_all()
-        stmt = warehouse.insert(t).values(
-            dag_id=dag_id,
-            run_id=run_id,
-            state="failed" if failed else "success",
-            finished_at=datetime.now(UTC),
+    stmt = warehouse.insert(t).values(
+        dag_id=dag_id,
+        run_id=run_id,
+        state="failed" if failed else "success",
+        finished_at=datetime.now(UTC),
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["dag_id", "run_id"], set_={"state": stmt.excluded.state}
         )
-        with warehouse.engine.begin() as conn:
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["dag_id", "run_id"], set_={"state": stmt.excluded.state}
-                )
-            )
+    )
 
 
-def failed_in_a_row(settings: Settings, dag_id: str, limit: int) -> int:
+def _failed_in_a_row(conn: sa.Connection, dag_id: str, limit: int) -> int:
     """How many of the DAG's newest runs (at most ``limit``) failed, counted back from the
     newest until the first success."""
-    from signalops.warehouse import Warehouse
     from signalops.warehouse import dag_runs_table as t
 
-    with Warehouse(settings.warehouse_url) as warehouse:
-        warehouse.create_all()
-        with warehouse.engine.connect() as conn:
-            states = conn.execute(
-                sa.select(t.c.state)
-                .where(t.c.dag_id == dag_id)
-                .order_by(t.c.finished_at.desc(), t.c.run_id.desc())
-                .limit(limit)
-            ).scalars()
-            count = 0
-            for state in states:
-                if state != "failed":
-                    break
-                count += 1
+    states = conn.execute(
+        sa.select(t.c.state)
+        .where(t.c.dag_id == dag_id)
+        .order_by(t.c.finished_at.desc(), t.c.run_id.desc())
+        .limit(limit)
+    ).scalars()
+    count = 0
+    for state in states:
+        if state != "failed":
+            break
+        count += 1
     return count
 
 
@@ -74,8 +72,14 @@ def run_finished(
 ) -> Outcome | None:
     """Record the run; when it is the ``limit``-th failure in a row, alert that Airflow
     paused the DAG. Returns the alert's outcome, ``None`` when there was none to send."""
-    record_run(settings, dag_id, run_id, failed=failed)
-    if not failed or limit <= 0 or failed_in_a_row(settings, dag_id, limit) < limit:
+    from signalops.warehouse import Warehouse
+
+    with Warehouse(settings.warehouse_url) as warehouse:
+        warehouse.create_all()
+        with warehouse.engine.begin() as conn:  # one connection: record, then count
+            _record(warehouse, conn, dag_id, run_id, failed)
+            streak = _failed_in_a_row(conn, dag_id, limit) if failed and limit > 0 else 0
+    if streak < limit or not failed or limit <= 0:
         return None
     alert = Alert(
         title=f"signalops: DAG {dag_id} paused after {limit} failed runs in a row",
