@@ -57,6 +57,8 @@ airflow: $(STAMP)  ## start `airflow standalone` on the embedded default (UI on 
 	@# The MLflow UI that the Signals page and the alerts link to (the same store), stopped
 	@# with standalone; MLFLOW_UI_PORT moves it. Framable (local only): the Signals page opens
 	@# its MLflow links inside the Airflow UI.
+	@# standalone starts the scheduler with the api-server, which needs 15-60 s on 2 cores;
+	@# the first tasks' workers wait for it (10 tries, up to ~3 min) instead of failing.
 	mkdir -p "$(SIGNALOPS_STATE_DIR)"
 	$(VENV)/bin/mlflow server --backend-store-uri "$${SIGNALOPS_MLFLOW__TRACKING_URI:-sqlite:///$(SIGNALOPS_STATE_DIR)/mlflow.db}" \
 	  --host 127.0.0.1 --port $${MLFLOW_UI_PORT:-5000} --workers 1 --x-frame-options NONE >"$(SIGNALOPS_STATE_DIR)/mlflow-ui.log" 2>&1 & \
@@ -64,6 +66,8 @@ airflow: $(STAMP)  ## start `airflow standalone` on the embedded default (UI on 
 	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True \
 	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False \
 	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=$${AIRFLOW__CORE__EXECUTION_API_SERVER_URL:-http://localhost:$${AIRFLOW__API__PORT:-8080}/execution/} \
+	AIRFLOW__WORKERS__EXECUTION_API_RETRIES=$${AIRFLOW__WORKERS__EXECUTION_API_RETRIES:-10} \
+	AIRFLOW__WORKERS__EXECUTION_API_RETRY_WAIT_MIN=$${AIRFLOW__WORKERS__EXECUTION_API_RETRY_WAIT_MIN:-2} \
 	SIGNALOPS_LINKS__AIRFLOW_URL=$${SIGNALOPS_LINKS__AIRFLOW_URL:-http://localhost:$${AIRFLOW__API__PORT:-8080}} \
 	SIGNALOPS_LINKS__MLFLOW_URL=$${SIGNALOPS_LINKS__MLFLOW_URL:-http://localhost:$${MLFLOW_UI_PORT:-5000}} \
 	$(VENV)/bin/airflow standalone

@@ -124,6 +124,18 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(_readable(line) for line in text[-lines:])
 
 
+def _trouble(path: Path, lines: int = 30) -> str:
+    """The warnings, errors and tracebacks in ``make airflow``'s output: the scheduler's
+    executor reports there why a task failed before it could log anything of its own."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return f"({path}: {exc})"
+    marks = ("[warning", "[error", "[critical", "Traceback", "Error:", "Exception")
+    picked = [line[:400] for line in text if any(m in line for m in marks)]
+    return "\n".join(picked[-lines:]) or "(none)"
+
+
 def _readable(line: str) -> str:
     """A task log line (JSON in Airflow 3) as ``time level event``, plus any error detail."""
     try:
@@ -192,6 +204,13 @@ class Metadata:
             (dag_id, run_id),
         )
         return ", ".join(f"{r['task_id']}={r['state']} (try {r['try_number']})" for r in rows)
+
+    def tries(self, dag_id: str, run_id: str) -> dict[str, int]:
+        rows = self.query(
+            "SELECT task_id, try_number FROM task_instance WHERE dag_id = ? AND run_id = ?",
+            (dag_id, run_id),
+        )
+        return {r["task_id"]: r["try_number"] for r in rows}
 
     def task_logs(self, dag_id: str, run_id: str, lines: int = 40) -> str:
         """The tail of every task try's log of one run, newest try last."""
@@ -336,7 +355,8 @@ def test_make_run_then_make_airflow_scheduler_continues(
             if failed:
                 pytest.fail(
                     "a run failed after make airflow:\n"
-                    + "\n\n".join(meta.explain(r) for r in failed),
+                    + "\n\n".join(meta.explain(r) for r in failed)
+                    + f"\n\nmake airflow's warnings and errors (tail):\n{_trouble(log)}",
                     pytrace=False,
                 )
             scheduled = [r for r in new if r["dag_id"] == "market_data"]
@@ -379,6 +399,14 @@ def test_make_run_then_make_airflow_scheduler_continues(
 
     assert {"market_data", "features"} <= set(paused), paused
     assert not any(paused.values()), f"paused DAGs after make airflow: {paused}"
+    # standalone starts the scheduler before its api-server answers: the first tasks'
+    # workers wait for it (the Makefile's execution-API retries) and lose no try.
+    for dag_id, run in (("market_data", market), ("features", features)):
+        tries = meta.tries(dag_id, run["run_id"])
+        assert 1 in tries.values() and all(n <= 1 for n in tries.values()), (
+            f"{dag_id} {run['run_id']}: tries {tries}; make airflow's warnings and errors:\n"
+            f"{_trouble(log)}"
+        )
     # The scheduled run covers the hourly interval right after make run's history (or later).
     assert _ts(market["data_interval_end"]) >= hour, dict(market)
     print(
