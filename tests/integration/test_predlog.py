@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from signalops.serving.predlog import COLUMNS, PredictionLog, PredictionLogClient
+from signalops.serving.predlog import COLUMNS, PredictionLog, PredictionLogClient, PredictionRow
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +109,7 @@ def test_client_ships_rows_to_its_writer_and_close_flushes(
     url = pg_url if backend == "postgresql" else f"sqlite:///{tmp_path / 'wh.db'}"
     client = PredictionLogClient(url, tmp_path / "spill", batch_size=200, flush_interval_s=0.02)
     for i in range(1000):
-        client.submit([_row(f"r{i}")])
+        client.submit([PredictionRow(*_row(f"r{i}"))])
     client.close()
     assert _count(url) == 1000
     assert client.restarts == 0
@@ -117,13 +117,13 @@ def test_client_ships_rows_to_its_writer_and_close_flushes(
 
 def test_a_dead_writer_is_replaced(pg_url: str, tmp_path: Path) -> None:
     client = PredictionLogClient(pg_url, tmp_path / "spill", flush_interval_s=0.02)
-    client.submit([_row(f"a{i}") for i in range(100)])
+    client.submit([PredictionRow(*_row(f"a{i}")) for i in range(100)])
     assert _wait_for(pg_url, 100) == 100
     writer = client._writer
     assert writer is not None
     writer.kill()
     writer.wait(timeout=10)
-    client.submit([_row(f"b{i}") for i in range(100)])
+    client.submit([PredictionRow(*_row(f"b{i}")) for i in range(100)])
     client.close()
     assert client.restarts == 1
     assert _count(pg_url) == 200
@@ -136,10 +136,10 @@ def test_rows_shipped_before_the_server_dies_are_written(pg_url: str, tmp_path: 
         import os, signal, sys
         sys.path.insert(0, {str(REPO / "tests" / "integration")!r})
         from test_predlog import _row
-        from signalops.serving.predlog import PredictionLogClient
+        from signalops.serving.predlog import PredictionLogClient, PredictionRow
         client = PredictionLogClient({pg_url!r}, __import__("pathlib").Path({str(tmp_path)!r}),
                                      flush_interval_s=60)
-        client.submit([_row(f"k{{i}}") for i in range(500)])
+        client.submit([PredictionRow(*_row(f"k{{i}}")) for i in range(500)])
         client.send()  # shipped down the pipe, not yet written (the writer batches)
         print(client._writer.pid, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)

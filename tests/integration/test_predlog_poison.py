@@ -19,7 +19,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from signalops.serving.predlog import COLUMNS, SPILL_PREFIX, PredictionLog, PredictionLogClient
+from signalops.serving.predlog import (
+    COLUMNS,
+    SPILL_PREFIX,
+    PredictionLog,
+    PredictionLogClient,
+    PredictionRow,
+)
 from tests.integration.test_predlog import REPO, _row
 from tests.sidecar_process import free_port
 
@@ -311,10 +317,10 @@ def test_the_client_reports_dead_lettered_rows_from_its_writer(pg_url: str, tmp_
     client = PredictionLogClient(pg_url, tmp_path / "spill", flush_interval_s=0.02)
     client.submit(
         [
-            _row("c-before"),
-            _row("c-long", symbol="S" * 65),
-            _row("c-surrogate", symbol="\ud800"),
-            _row("c-after", row_index=1),
+            PredictionRow(*_row("c-before")),
+            PredictionRow(*_row("c-long", symbol="S" * 65)),
+            PredictionRow(*_row("c-surrogate", symbol="\ud800")),
+            PredictionRow(*_row("c-after", row_index=1)),
         ]
     )
     deadline = time.time() + 30

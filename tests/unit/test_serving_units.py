@@ -204,3 +204,16 @@ def test_only_json_media_types_pass() -> None:
     assert media_type_ok("Application/JSON") and media_type_ok("application/vnd.api+json")
     for other in ("text/plain", "application/xml", "multipart/form-data", "text/csv", ""):
         assert not media_type_ok(other), other
+
+
+def test_a_prediction_row_is_a_row_of_the_predictions_table() -> None:
+    """The sidecar's PredictionRow, the log writer's COLUMNS and the warehouse table agree."""
+    from dataclasses import fields
+
+    from signalops.serving.predlog import COLUMNS, PredictionRow
+    from signalops.warehouse import predictions_table
+
+    assert tuple(predictions_table.columns.keys()) == COLUMNS
+    assert tuple(f.name for f in fields(PredictionRow)) == COLUMNS
+    row = PredictionRow(*range(len(COLUMNS)))
+    assert row.values() == tuple(range(len(COLUMNS)))

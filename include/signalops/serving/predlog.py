@@ -34,6 +34,7 @@ import io
 import json
 import logging
 import math
+import operator
 import os
 import signal
 import subprocess
@@ -42,6 +43,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -57,21 +59,34 @@ DEAD_LETTER_FILE = "predictions-dead-letter.jsonl"  # in the spill dir's sibling
 # exception, transaction rollback, insufficient resources, operator intervention.
 OUTAGE_SQLSTATE_CLASSES = ("08", "40", "53", "57")
 READ_ONLY_SQLSTATE = "25006"  # read_only_sql_transaction: a standby after a failover
-COLUMNS = (
-    "request_id",
-    "row_index",
-    "signal_name",
-    "role",
-    "ts",
-    "symbol",
-    "model_version",
-    "features_hash",
-    "features_ts",
-    "probability",
-    "signal",
-    "risk_decision",
-    "latency_ms",
-)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRow:
+    """One row of the warehouse ``predictions`` table, as the sidecar logs it; the log
+    writer's columns (``COLUMNS``) derive from it, and a unit test holds it to the table."""
+
+    request_id: str
+    row_index: int  # position in a batch request
+    signal_name: str
+    role: str  # champion | challenger | pinned | shadow
+    ts: datetime
+    symbol: str | None
+    model_version: str
+    features_hash: str
+    features_ts: datetime | None
+    probability: float
+    signal: str  # BUY | SELL | HOLD
+    risk_decision: str
+    latency_ms: float
+
+    def values(self) -> tuple[Any, ...]:
+        """The values in ``COLUMNS`` order: what travels to the writer and the spill."""
+        return _VALUES(self)
+
+
+COLUMNS = tuple(f.name for f in fields(PredictionRow))
+_VALUES = operator.attrgetter(*COLUMNS)
 PG_INSERT = (
     f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES %s "
     "ON CONFLICT (request_id, row_index, signal_name, role) DO NOTHING"
@@ -557,8 +572,9 @@ class PredictionLogClient:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def submit(self, rows: list[Row]) -> None:
-        self._rows.extend(rows)  # one bytecode-level call: safe against the sender's swap
+    def submit(self, rows: list[PredictionRow]) -> None:
+        values = [row.values() for row in rows]
+        self._rows.extend(values)  # one bytecode-level call: safe against the sender's swap
 
     @property
     def depth(self) -> int:

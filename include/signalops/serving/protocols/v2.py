@@ -19,12 +19,16 @@ Supported tensor types: FP32, FP64, INT64, INT32 (JSON and binary); one input, `
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
-from signalops.serving.inputs import InputError
+from signalops.serving.errors import UnsupportedMediaType
+from signalops.serving.inputs import InputError, media_type_ok
+
+if TYPE_CHECKING:
+    from signalops.serving.pool import LoadedModel
 
 HEADER_LENGTH = "inference-header-content-length"
 DTYPES = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "INT32": "<i4"}
@@ -36,6 +40,35 @@ class InferRequest:
     id: Any  # the caller's id (checked by the app), None when absent
     rows: np.ndarray | list[list[Any]]  # binary: a float64 matrix; JSON: nested lists to check
     binary_output: bool
+
+
+def metadata(model: LoadedModel, input_name: str, output_name: str) -> dict[str, Any]:
+    """``GET /v2/models/{name}[/versions/{v}]``: the model's tensors and feature names."""
+    return {
+        "name": model.signal,
+        "versions": [model.version],
+        "platform": "onnxruntime_onnx",
+        "inputs": [
+            {"name": input_name, "datatype": "FP32", "shape": [-1, len(model.feature_names)]}
+        ],
+        "outputs": [{"name": output_name, "datatype": "FP32", "shape": [-1, 2]}],
+        "parameters": {
+            "feature_names": list(model.feature_names),
+            "feature_set_version": model.feature_set_version,
+        },
+    }
+
+
+def check_headers(content_type: str | None, header_length: str | None, encoding: str) -> None:
+    """JSON, or JSON + binary tensors (the header length says so); never compressed."""
+    if header_length is None and not media_type_ok(content_type):
+        raise UnsupportedMediaType(
+            f"Content-Type {str(content_type)[:80]!r} is not JSON: send application/json"
+        )
+    if encoding != "identity":
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding[:40]!r}: send the body uncompressed"
+        )
 
 
 def parse_infer(
