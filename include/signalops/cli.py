@@ -82,21 +82,10 @@ def _summary(settings: Settings) -> dict[str, Any]:
 
 def _rollouts(warehouse: Any) -> list[dict[str, Any]]:
     """The newest rollouts (canary and manual rollbacks) and where they stand."""
-    import sqlalchemy as sa
+    from signalops.warehouse import rollouts as rollout_rows
 
-    from signalops.warehouse import rollouts_table as t
-
-    query = sa.select(
-        t.c.signal_name,
-        t.c.champion_version,
-        t.c.challenger_version,
-        t.c.status,
-        t.c.weight,
-        t.c.reason,
-        t.c.updated_at,
-    ).order_by(t.c.updated_at.desc())
-    with warehouse.engine.connect() as conn:
-        rows = conn.execute(query.limit(5)).fetchall()
+    with warehouse.connect() as conn:
+        rows = rollout_rows.latest_updated(conn, limit=5)
     return [
         {
             "signal": r.signal_name,
@@ -113,21 +102,10 @@ def _rollouts(warehouse: Any) -> list[dict[str, Any]]:
 
 def _drift_checks(warehouse: Any) -> list[dict[str, Any]]:
     """The newest drift checks (severity, drifted share, report)."""
-    import sqlalchemy as sa
+    from signalops.warehouse import drift as drift_rows
 
-    from signalops.warehouse import drift_checks_table as t
-
-    query = sa.select(
-        t.c.signal_name,
-        t.c.model_version,
-        t.c.window_end,
-        t.c.severity,
-        t.c.share_drifted,
-        t.c.alerted,
-        t.c.report_path,
-    ).order_by(t.c.window_end.desc())
-    with warehouse.engine.connect() as conn:
-        rows = conn.execute(query.limit(5)).fetchall()
+    with warehouse.connect() as conn:
+        rows = drift_rows.latest_checks(conn, limit=5)
     return [
         {
             "signal": r.signal_name,
@@ -144,14 +122,10 @@ def _drift_checks(warehouse: Any) -> list[dict[str, Any]]:
 
 def _prediction_counts(warehouse: Any) -> dict[str, int]:
     """Rows of the sidecar's prediction log, by role."""
-    import sqlalchemy as sa
+    from signalops.warehouse import predictions as prediction_rows
 
-    from signalops.warehouse import predictions_table
-
-    role = predictions_table.c.role
-    with warehouse.engine.connect() as conn:
-        rows = conn.execute(sa.select(role, sa.func.count()).group_by(role)).fetchall()
-    return {str(r): int(n) for r, n in rows}
+    with warehouse.connect() as conn:
+        return prediction_rows.count_by_role(conn)
 
 
 def _registry_summary(settings: Settings) -> dict[str, Any]:

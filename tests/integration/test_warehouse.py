@@ -59,7 +59,7 @@ def test_a_failing_batch_writes_nothing(
     warehouse: Warehouse, bars: pd.DataFrame, monkeypatch
 ) -> None:
     """Chunks share one transaction: a failure in a later chunk rolls back the earlier ones."""
-    monkeypatch.setattr("signalops.warehouse.UPSERT_CHUNK", 100)
+    monkeypatch.setattr("signalops.warehouse.core.UPSERT_CHUNK", 100)
     broken = bars.head(300).copy()
     broken["volume"] = broken["volume"].astype(object)
     broken.loc[250, "volume"] = None  # NOT NULL violation in the third chunk

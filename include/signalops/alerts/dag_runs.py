@@ -15,50 +15,32 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-
 from signalops.alerts.ledger import Outcome, notify
 from signalops.alerts.slack import Alert
 from signalops.config import Settings
 
 if TYPE_CHECKING:
-    from signalops.warehouse import Warehouse
+    import sqlalchemy as sa
 
 log = logging.getLogger(__name__)
 
 PAUSED_WINDOW = timedelta(hours=1)  # one alert per pause, however the callbacks repeat
 
 
-def _record(
-    warehouse: Warehouse, conn: sa.Connection, dag_id: str, run_id: str, failed: bool
-) -> None:
+def _record(conn: sa.Connection, dag_id: str, run_id: str, failed: bool) -> None:
     """Store one finished run (idempotent: the same run stored twice is one row)."""
-    from signalops.warehouse import dag_runs_table as t
+    from signalops.warehouse import alerts as alert_rows
 
-    stmt = warehouse.insert(t).values(
-        dag_id=dag_id,
-        run_id=run_id,
-        state="failed" if failed else "success",
-        finished_at=datetime.now(UTC),
-    )
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["dag_id", "run_id"], set_={"state": stmt.excluded.state}
-        )
-    )
+    state = "failed" if failed else "success"
+    alert_rows.record_run(conn, dag_id, run_id, state, datetime.now(UTC))
 
 
 def _failed_in_a_row(conn: sa.Connection, dag_id: str, limit: int) -> int:
     """How many of the DAG's newest runs (at most ``limit``) failed, counted back from the
     newest until the first success."""
-    from signalops.warehouse import dag_runs_table as t
+    from signalops.warehouse import alerts as alert_rows
 
-    states = conn.execute(
-        sa.select(t.c.state)
-        .where(t.c.dag_id == dag_id)
-        .order_by(t.c.finished_at.desc(), t.c.run_id.desc())
-        .limit(limit)
-    ).scalars()
+    states = alert_rows.newest_run_states(conn, dag_id, limit)
     count = 0
     for state in states:
         if state != "failed":
@@ -76,8 +58,8 @@ def run_finished(
 
     with Warehouse(settings.warehouse_url) as warehouse:
         warehouse.create_all()
-        with warehouse.engine.begin() as conn:  # one connection: record, then count
-            _record(warehouse, conn, dag_id, run_id, failed)
+        with warehouse.begin() as conn:  # one connection: record, then count
+            _record(conn, dag_id, run_id, failed)
             streak = _failed_in_a_row(conn, dag_id, limit) if failed and limit > 0 else 0
     if streak < limit or not failed or limit <= 0:
         return None

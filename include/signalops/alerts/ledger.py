@@ -15,12 +15,15 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import sqlalchemy as sa
 
 from signalops.alerts.slack import Alert, AlertError, channel_of, send_alert
 from signalops.config import ConfigError, Settings, as_utc
+
+if TYPE_CHECKING:
+    from signalops.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +45,15 @@ def deliver(alert: Alert, settings: Settings, *, kind: str, key: str, window: ti
     try:
         with Warehouse(settings.warehouse_url) as warehouse:
             warehouse.create_all()
-            claimed = _claim(warehouse.engine, alert, kind, key, window)
+            claimed = _claim(warehouse, alert, kind, key, window)
             if not claimed:
                 log.info("alert %s suppressed (sent within %s)", key, window)
                 return "suppressed"
             channel = channel_of(settings.alerts)
-            if _over_rate_limit(warehouse.engine, channel, settings.alerts.max_per_minute):
+            if _over_rate_limit(warehouse, channel, settings.alerts.max_per_minute):
                 log.warning("alert %s not sent: over the rate limit of %s", key, channel)
                 _finish(
-                    warehouse.engine,
+                    warehouse,
                     key,
                     status="rate_limited",
                     error=f"over {settings.alerts.max_per_minute} alerts/min on {channel}",
@@ -59,9 +62,9 @@ def deliver(alert: Alert, settings: Settings, *, kind: str, key: str, window: ti
             try:
                 channel = send_alert(alert, settings.alerts)
             except AlertError as exc:
-                _finish(warehouse.engine, key, status="failed", error=str(exc)[:2000])
+                _finish(warehouse, key, status="failed", error=str(exc)[:2000])
                 raise
-            _finish(warehouse.engine, key, status="sent", channel=channel, sent=True)
+            _finish(warehouse, key, status="sent", channel=channel, sent=True)
             return "sent"
     except sa.exc.OperationalError as exc:
         log.warning("alert ledger unreachable (%s): sending %s without its record", exc, key)
@@ -93,60 +96,42 @@ def resolve(settings: Settings, *, kind: str, key: str) -> None:
     """The condition behind ``kind:key`` is over (a breaker reset, say): its next occurrence
     is sent whatever its window."""
     from signalops.warehouse import Warehouse
-    from signalops.warehouse import alerts_table as t
+    from signalops.warehouse import alerts as alert_rows
 
     try:
         with Warehouse(settings.warehouse_url) as warehouse:
             warehouse.create_all()
-            with warehouse.engine.begin() as conn:
-                conn.execute(
-                    sa.update(t)
-                    .where(t.c.dedup_key == f"{kind}:{key}"[:256])
-                    .values(last_sent=None, status="resolved")
-                )
+            with warehouse.begin() as conn:
+                alert_rows.update(conn, f"{kind}:{key}"[:256], last_sent=None, status="resolved")
     except sa.exc.OperationalError as exc:
         log.warning("alert ledger unreachable (%s): %s:%s not marked resolved", exc, kind, key)
 
 
-def _over_rate_limit(engine: sa.Engine, channel: str, limit: int) -> bool:
+def _over_rate_limit(warehouse: Warehouse, channel: str, limit: int) -> bool:
     """At most ``limit`` alerts a minute on a Slack channel (the log has none)."""
-    from signalops.warehouse import alerts_table as t
+    from signalops.warehouse import alerts as alert_rows
 
     if channel == "log":
         return False
     since = datetime.now(UTC) - RATE_WINDOW
-    with engine.connect() as conn:
-        recent = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(t)
-            .where(t.c.channel == channel, t.c.last_sent >= since)
-        ).scalar_one()
-    return int(recent) >= limit
+    with warehouse.connect() as conn:
+        recent = alert_rows.sent_since(conn, channel, since)
+    return recent >= limit
 
 
-def _claim(engine: sa.Engine, alert: Alert, kind: str, key: str, window: timedelta) -> bool:
+def _claim(warehouse: Warehouse, alert: Alert, kind: str, key: str, window: timedelta) -> bool:
     """Count this occurrence; True when this caller is to send it."""
-    from signalops.warehouse import alerts_table as t
+    from signalops.warehouse import alerts as alert_rows
 
     for _ in range(CLAIM_ATTEMPTS):
         now = datetime.now(UTC)
-        with engine.connect() as conn:
-            row = conn.execute(sa.select(t).where(t.c.dedup_key == key)).first()
+        with warehouse.connect() as conn:
+            row = alert_rows.find(conn, key)
         if row is None:
             try:
-                with engine.begin() as conn:
-                    conn.execute(
-                        t.insert().values(
-                            dedup_key=key,
-                            kind=kind,
-                            severity=alert.severity,
-                            title=alert.title[:512],
-                            status="sending",
-                            occurrences=1,
-                            first_seen=now,
-                            last_seen=now,
-                            claimed_at=now,
-                        )
+                with warehouse.begin() as conn:
+                    alert_rows.insert_claimed(
+                        conn, key, kind, alert.severity, alert.title[:512], now
                     )
             except sa.exc.IntegrityError:
                 continue  # another process inserted it first: decide again
@@ -154,26 +139,24 @@ def _claim(engine: sa.Engine, alert: Alert, kind: str, key: str, window: timedel
         sent_recently = row.last_sent is not None and now - as_utc(row.last_sent) < window
         in_flight = row.claimed_at is not None and now - as_utc(row.claimed_at) < IN_FLIGHT
         suppress = sent_recently or in_flight
-        with engine.begin() as conn:  # compare-and-swap on the occurrence count
-            swapped = conn.execute(
-                sa.update(t)
-                .where(t.c.dedup_key == key, t.c.occurrences == row.occurrences)
-                .values(
-                    occurrences=row.occurrences + 1,
-                    last_seen=now,
-                    status="suppressed" if suppress else "sending",
-                    claimed_at=row.claimed_at if suppress else now,
-                    severity=alert.severity,
-                    title=alert.title[:512],
-                )
-            ).rowcount
+        with warehouse.begin() as conn:  # compare-and-swap on the occurrence count
+            swapped = alert_rows.swap_occurrence(
+                conn,
+                key,
+                row.occurrences,
+                last_seen=now,
+                status="suppressed" if suppress else "sending",
+                claimed_at=row.claimed_at if suppress else now,
+                severity=alert.severity,
+                title=alert.title[:512],
+            )
         if swapped == 1:
             return not suppress
     raise AlertError(f"alert {key}: could not claim it after {CLAIM_ATTEMPTS} attempts")
 
 
 def _finish(
-    engine: sa.Engine,
+    warehouse: Warehouse,
     key: str,
     *,
     status: str,
@@ -181,7 +164,7 @@ def _finish(
     error: str | None = None,
     sent: bool = False,
 ) -> None:
-    from signalops.warehouse import alerts_table as t
+    from signalops.warehouse import alerts as alert_rows
 
     values: dict[str, object] = {
         "status": status,
@@ -191,5 +174,5 @@ def _finish(
     }
     if sent:
         values["last_sent"] = datetime.now(UTC)
-    with engine.begin() as conn:
-        conn.execute(sa.update(t).where(t.c.dedup_key == key).values(**values))
+    with warehouse.begin() as conn:
+        alert_rows.update(conn, key, **values)

@@ -44,7 +44,12 @@ from signalops.warehouse import (
     drift_checks_table,
     outcomes_table,
     rollouts_table,
+    table_names,
 )
+from signalops.warehouse import alerts as alert_rows
+from signalops.warehouse import drift as drift_rows
+from signalops.warehouse import outcomes as outcome_rows
+from signalops.warehouse import rollouts as rollout_rows
 
 log = logging.getLogger(__name__)
 
@@ -217,18 +222,16 @@ class SignalCollector(Collector):
         warehouse = self._open()
         if warehouse is not None:
             try:
-                with warehouse.engine.connect() as conn:
-                    tables = set(sa.inspect(conn).get_table_names())
+                with warehouse.connect() as conn:
+                    tables = table_names(conn)
                     families += self._drift(conn, tables)
                     families += self._rollouts(conn, tables)
                     families += self._live(conn, tables)
                     families += self._alerts(conn, tables)
-                    signals += [
-                        name
-                        for table in (rollouts_table, drift_checks_table)
-                        if table.name in tables
-                        for (name,) in conn.execute(sa.select(table.c.signal_name).distinct())
-                    ]
+                    if rollouts_table.name in tables:
+                        signals += rollout_rows.signal_names(conn)
+                    if drift_checks_table.name in tables:
+                        signals += drift_rows.signal_names(conn)
                 up.add_metric(["warehouse"], 1)
             except sa.exc.SQLAlchemyError as exc:
                 log.warning("exporter: warehouse not readable: %s", exc)
@@ -248,30 +251,7 @@ class SignalCollector(Collector):
 
         if drift_checks_table.name not in tables:
             return []
-        t = drift_checks_table
-        newest = (
-            sa.select(t.c.signal_name, sa.func.max(t.c.window_end).label("window_end"))
-            .group_by(t.c.signal_name)
-            .subquery()
-        )
-        rows = conn.execute(
-            sa.select(
-                t.c.signal_name,
-                t.c.model_version,
-                t.c.severity,
-                t.c.share_drifted,
-                t.c.window_end,
-                t.c.checked_at,
-            )
-            .join(
-                newest,
-                sa.and_(
-                    t.c.signal_name == newest.c.signal_name,
-                    t.c.window_end == newest.c.window_end,
-                ),
-            )
-            .order_by(t.c.checked_at)
-        ).all()
+        rows = drift_rows.newest_per_signal(conn)
         latest = {r.signal_name: r for r in rows}  # ordered by checked_at: the last wins
         severity = GaugeMetricFamily(
             f"{PREFIX}drift_severity",
@@ -301,38 +281,9 @@ class SignalCollector(Collector):
 
     def _rollouts(self, conn: sa.Connection, tables: set[str]) -> list[Metric]:
         """Each signal's current rollout: the active one, else the newest."""
-        from signalops.rollout.canary import ACTIVE
-
         if rollouts_table.name not in tables:
             return []
-        t = rollouts_table
-        columns = (
-            t.c.signal_name,
-            t.c.challenger_version,
-            t.c.champion_version,
-            t.c.step,
-            t.c.weight,
-            t.c.status,
-        )
-        newest = (
-            sa.select(t.c.signal_name, sa.func.max(t.c.started_at).label("started_at"))
-            .group_by(t.c.signal_name)
-            .subquery()
-        )
-        current = {
-            r.signal_name: r
-            for r in conn.execute(
-                sa.select(*columns).join(
-                    newest,
-                    sa.and_(
-                        t.c.signal_name == newest.c.signal_name,
-                        t.c.started_at == newest.c.started_at,
-                    ),
-                )
-            )
-        }
-        for r in conn.execute(sa.select(*columns).where(t.c.status.in_(ACTIVE))):
-            current[r.signal_name] = r
+        current = rollout_rows.current_per_signal(conn)
         step = GaugeMetricFamily(
             f"{PREFIX}rollout_step",
             "Step of the current rollout (0: shadow); its challenger is the version",
@@ -361,13 +312,7 @@ class SignalCollector(Collector):
         (the formulas of ``signalops.evaluation.metrics``, as the canary's guards use)."""
         if outcomes_table.name not in tables:
             return []
-        o = outcomes_table
-        since = self.clock() - self.live_window
-        rows = conn.execute(
-            sa.select(o.c.signal_name, o.c.model_version, o.c.probability, o.c.label_up).where(
-                o.c.ts >= since
-            )
-        ).all()
+        rows = outcome_rows.since(conn, self.clock() - self.live_window)
         grouped: dict[tuple[str, str], list[tuple[float, int]]] = {}
         for r in rows:
             grouped.setdefault((str(r[0]), str(r[1])), []).append((r[2], r[3]))
@@ -398,17 +343,12 @@ class SignalCollector(Collector):
     def _alerts(self, conn: sa.Connection, tables: set[str]) -> list[Metric]:
         if alerts_table.name not in tables:
             return []
-        t = alerts_table
         family = GaugeMetricFamily(
             f"{PREFIX}alerts",
             "Alerts in the ledger (one per dedup key) by kind and latest status",
             labels=["kind", "status"],
         )
-        for kind, status, n in conn.execute(
-            sa.select(t.c.kind, t.c.status, sa.func.count())
-            .group_by(t.c.kind, t.c.status)
-            .order_by(t.c.kind, t.c.status)
-        ):
+        for kind, status, n in alert_rows.count_by_kind_status(conn):
             family.add_metric([str(kind), str(status)], int(n))
         return [family]
 

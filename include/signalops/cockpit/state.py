@@ -97,7 +97,7 @@ def open_warehouse(settings: Settings) -> Warehouse | None:
 
 
 def _tables(warehouse: Warehouse) -> set[str]:
-    return set(sa.inspect(warehouse.engine).get_table_names())
+    return warehouse.tables()
 
 
 def _iso(value: Any) -> str | None:
@@ -110,18 +110,23 @@ def _iso(value: Any) -> str | None:
 
 def signal_names(settings: Settings, warehouse: Warehouse | None) -> list[str]:
     """The configured signals, then any other signal the warehouse has rows for."""
+    from signalops.warehouse import drift as drift_rows
     from signalops.warehouse import drift_checks_table, rollouts_table
+    from signalops.warehouse import rollouts as rollout_rows
 
     names = list(dict.fromkeys([settings.signal_name, *settings.serving.signals]))
     if warehouse is None:
         return names
     tables = _tables(warehouse)
-    with warehouse.engine.connect() as conn:
-        for table in (rollouts_table, drift_checks_table):
-            if table.name in tables:
-                for (name,) in conn.execute(sa.select(table.c.signal_name).distinct()):
-                    if name not in names:
-                        names.append(str(name))
+    found: list[str] = []
+    with warehouse.connect() as conn:
+        if rollouts_table.name in tables:
+            found += rollout_rows.signal_names(conn)
+        if drift_checks_table.name in tables:
+            found += drift_rows.signal_names(conn)
+    for name in found:
+        if name not in names:
+            names.append(str(name))
     return names
 
 
@@ -130,27 +135,14 @@ def read_rollouts(
 ) -> tuple[dict[str, Any] | None, list[Any]]:
     """(the active rollout, else the newest, with its last judged guard values and their
     limits; the newest ``ROLLOUTS_SHOWN`` rollouts)."""
-    from signalops.rollout.canary import ACTIVE
+    from signalops.warehouse import rollouts as rollout_rows
     from signalops.warehouse import rollouts_table
 
     if rollouts_table.name not in _tables(warehouse):
         return None, []
-    t = rollouts_table
-    with warehouse.engine.connect() as conn:
-        rows = [
-            dict(r)
-            for r in conn.execute(
-                sa.select(t)
-                .where(t.c.signal_name == signal)
-                .order_by(t.c.started_at.desc())
-                .limit(ROLLOUTS_SHOWN)
-            ).mappings()
-        ]
-        active = (
-            conn.execute(sa.select(t).where(t.c.signal_name == signal, t.c.status.in_(ACTIVE)))
-            .mappings()
-            .first()
-        )
+    with warehouse.connect() as conn:
+        rows = rollout_rows.newest(conn, signal, ROLLOUTS_SHOWN)
+        active = rollout_rows.active(conn, signal)
     for row in rows:
         for key in ("started_at", "step_started_at", "updated_at"):
             row[key] = _iso(row[key])
@@ -217,68 +209,26 @@ def read_drift(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(the newest ``points`` checks, oldest first, each with its drifted features' names;
     every feature of the newest check, most drifted first)."""
+    from signalops.warehouse import drift as drift_rows
     from signalops.warehouse import drift_checks_table, drift_features_table
 
     tables = _tables(warehouse)
     if drift_checks_table.name not in tables:
         return [], []
-    t, f = drift_checks_table, drift_features_table
-    with warehouse.engine.connect() as conn:
-        rows = [
-            dict(r)
-            for r in conn.execute(
-                sa.select(
-                    t.c.model_version,
-                    t.c.window_start,
-                    t.c.window_end,
-                    t.c.window_bars,
-                    t.c.checked_at,
-                    t.c.rows,
-                    t.c.severity,
-                    t.c.share_drifted,
-                    t.c.prediction_psi,
-                    t.c.accuracy,
-                    t.c.holdout_accuracy,
-                    t.c.reasons,
-                    t.c.report_path,
-                )
-                .where(t.c.signal_name == signal)
-                .order_by(t.c.window_end.desc())
-                .limit(points)
-            ).mappings()
-        ]
+    with warehouse.connect() as conn:
+        rows = drift_rows.newest_checks(conn, signal, points)
         drifted: dict[tuple[str, Any, Any], list[str]] = {}
         latest: list[dict[str, Any]] = []
-        if rows and f.name in tables:
-            oldest = rows[-1]["window_end"]
-            for r in conn.execute(
-                sa.select(f.c.model_version, f.c.window_start, f.c.window_end, f.c.feature).where(
-                    f.c.signal_name == signal, f.c.drifted.is_(True), f.c.window_end >= oldest
-                )
-            ):
-                drifted.setdefault((r[0], r[1], r[2]), []).append(str(r[3]))
+        if rows and drift_features_table.name in tables:
+            drifted = drift_rows.drifted_features_since(conn, signal, rows[-1]["window_end"])
             newest = rows[0]
-            latest = [
-                dict(r)
-                for r in conn.execute(
-                    sa.select(
-                        f.c.feature,
-                        f.c.psi,
-                        f.c.ks_statistic,
-                        f.c.wasserstein,
-                        f.c.psi_critical,
-                        f.c.severity,
-                        f.c.drifted,
-                    )
-                    .where(
-                        f.c.signal_name == signal,
-                        f.c.model_version == newest["model_version"],
-                        f.c.window_start == newest["window_start"],
-                        f.c.window_end == newest["window_end"],
-                    )
-                    .order_by(f.c.drifted.desc(), f.c.psi.desc())
-                ).mappings()
-            ]
+            latest = drift_rows.window_features(
+                conn,
+                signal,
+                newest["model_version"],
+                newest["window_start"],
+                newest["window_end"],
+            )
     for row in rows:
         key = (row["model_version"], row["window_start"], row["window_end"])
         row["drifted_features"] = sorted(drifted.get(key, []))
@@ -290,31 +240,13 @@ def read_drift(
 
 def read_alerts(warehouse: Warehouse, signal: str | None, limit: int = ALERTS_SHOWN) -> list[Any]:
     """The newest alerts (of one signal: its name in the dedup key or the title)."""
+    from signalops.warehouse import alerts as alert_rows
     from signalops.warehouse import alerts_table
 
     if alerts_table.name not in _tables(warehouse):
         return []
-    t = alerts_table
-    query = sa.select(
-        t.c.kind,
-        t.c.severity,
-        t.c.title,
-        t.c.status,
-        t.c.occurrences,
-        t.c.first_seen,
-        t.c.last_seen,
-        t.c.last_sent,
-        t.c.channel,
-        t.c.error,
-    )
-    if signal:
-        pattern = f"%{signal}%"
-        query = query.where(sa.or_(t.c.dedup_key.like(pattern), t.c.title.like(pattern)))
-    with warehouse.engine.connect() as conn:
-        rows = [
-            dict(r)
-            for r in conn.execute(query.order_by(t.c.last_seen.desc()).limit(limit)).mappings()
-        ]
+    with warehouse.connect() as conn:
+        rows = alert_rows.newest(conn, signal, limit)
     for row in rows:
         for name in ("first_seen", "last_seen", "last_sent"):
             row[name] = _iso(row[name])
@@ -332,22 +264,15 @@ def read_live(
     aliased ``versions``), from ``rollout.outcomes.live_metrics``: the canary's own figures."""
     from signalops.rollout.outcomes import live_metrics
     from signalops.warehouse import outcomes_table, predictions_table
+    from signalops.warehouse import predictions as prediction_rows
 
     tables = _tables(warehouse)
     if predictions_table.name not in tables or outcomes_table.name not in tables:
         return []
     now = now or datetime.now(UTC)
     since = now - LIVE_WINDOW
-    p = predictions_table
-    with warehouse.engine.connect() as conn:
-        served = [
-            str(v)
-            for (v,) in conn.execute(
-                sa.select(p.c.model_version)
-                .where(p.c.signal_name == signal, p.c.ts >= since)
-                .distinct()
-            )
-        ]
+    with warehouse.connect() as conn:
+        served = prediction_rows.versions_since(conn, signal, since)
     out = []
     for version in sorted(set(versions) | set(served), key=_version_key, reverse=True):
         figures = live_metrics(

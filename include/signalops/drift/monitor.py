@@ -206,97 +206,21 @@ def assess(
             "retrain to get a calibrated profile",
             profile.get("profile_version", 1),
         )
-    rows = len(current)
-    features: list[dict[str, Any]] = []
-    for name in names:
-        stats = column_drift(profile["features"][name], current[name].to_numpy())
-        critical = _feature_critical(null, name, int(stats["rows"]))
-        features.append(
-            {
-                "feature": name,
-                **stats,
-                **{CRITICAL_COLUMNS[s]: critical.get(s) for s in CRITICAL_COLUMNS},
-                "severity": _feature_severity(stats["psi"], cfg, _beyond_null(stats, critical)),
-                "drifted": _drifted(stats, cfg, critical),
-            }
-        )
+    features = _feature_rows(profile, current, names, cfg, null)
     drifted: list[str] = [str(f["feature"]) for f in features if f["drifted"]]
     share = len(drifted) / len(features) if features else 0.0
     top = sorted(features, key=lambda f: f["psi"], reverse=True)[:10]
-    # More drifted features than the null reaches at this size (at `significance`), or any
-    # count when uncalibrated.
-    null_count = (
-        count_at(null["sizes"], null["drifted_count"], rows)
-        if null and "drifted_count" in null
-        else None
-    )
-    many = null_count is None or len(drifted) > null_count
-    prediction_psi = prediction_critical = None
-    if scores is not None and profile.get("score"):
-        prediction_psi = column_drift(profile["score"], scores)["psi"]
-        if null and null.get("score"):
-            prediction_critical = critical_at(null["sizes"], null["score"]["psi"], len(scores))
-    accuracy = brier = drop = p_value = drop_critical = None
-    matured = 0
-    if outcomes is not None:
-        labels, probs = outcomes
-        matured = len(labels)
-        if matured >= cfg.min_outcomes:
-            hits = ml.correct_rows(labels, probs)
-            accuracy = float(np.mean(hits))
-            brier = float(np.mean(ml.brier_rows(labels, probs)))
-            if holdout and holdout.get("accuracy") is not None:
-                drop = float(holdout["accuracy"]) - accuracy
-                p_value = _accuracy_p_value(int(hits.sum()), matured, float(holdout["accuracy"]))
-                if null and null.get("accuracy_drop"):
-                    drop_critical = critical_at(
-                        null["sizes"], null["accuracy_drop"], matured, log_values=False
-                    )
-    reasons_high, reasons_medium = [], []
-    beyond = "" if null_count is None else f"; the reference reaches {null_count} at this size"
-    if share >= cfg.share_high and many:
-        reasons_high.append(f"{share:.0%} of features drifted (>= {cfg.share_high:.0%}{beyond})")
-    elif share >= cfg.share_medium and many:
-        reasons_medium.append(
-            f"{share:.0%} of features drifted (>= {cfg.share_medium:.0%}{beyond})"
-        )
-    if prediction_psi is not None and (
-        prediction_critical is None or prediction_psi > prediction_critical
+    null_count = _null_drifted_count(null, len(current))
+    prediction_psi, prediction_critical = _prediction_drift(profile, null, scores)
+    labels = _label_drift(cfg, null, outcomes, holdout)
+    high, medium = _share_reasons(cfg, share, len(drifted), null_count)
+    for more_high, more_medium in (
+        _prediction_reasons(cfg, prediction_psi, prediction_critical),
+        _accuracy_reasons(cfg, labels, holdout),
     ):
-        text = f"prediction PSI {prediction_psi:.3f}"
-        if prediction_critical is not None:
-            text += f" (reference windows of this size reach {prediction_critical:.3f})"
-        if prediction_psi >= cfg.psi_significant:
-            reasons_high.append(f"{text} >= {cfg.psi_significant}")
-        elif prediction_psi >= cfg.psi_moderate:
-            reasons_medium.append(f"{text} >= {cfg.psi_moderate}")
-    # A drop counts when it is unlikely at the holdout accuracy (binomial, independent
-    # labels) and beyond what reference windows of as many labels show (autocorrelated
-    # labels), and large enough to matter.
-    significant_drop = (
-        drop is not None
-        and p_value is not None
-        and p_value < cfg.significance
-        and (drop_critical is None or drop > drop_critical)
-    )
-    if significant_drop and drop is not None and holdout:
-        text = (
-            f"accuracy {accuracy:.3f} vs holdout {holdout['accuracy']:.3f} on {matured} "
-            f"matured labels (one-sided p {p_value:.2g}): down {drop * 100:.1f} points"
-        )
-        if drop >= cfg.accuracy_drop_high:
-            reasons_high.append(text)
-        elif drop >= cfg.accuracy_drop_medium:
-            reasons_medium.append(text)
-    if reasons_high:
-        severity, reasons = "high", reasons_high + reasons_medium
-    elif reasons_medium:
-        severity, reasons = "medium", reasons_medium
-    elif drifted:
-        severity = "low"
-        reasons = [f"{len(drifted)} feature(s) drifted: {', '.join(drifted[:5])}"]
-    else:
-        severity, reasons = "none", []
+        high += more_high
+        medium += more_medium
+    severity, reasons = _severity(high, medium, drifted)
     return {
         "calibrated": bool(null),
         "severity": severity,
@@ -310,15 +234,163 @@ def assess(
         ],
         "prediction_psi": prediction_psi,
         "prediction_psi_critical": prediction_critical,
-        "accuracy": accuracy,
-        "brier": brier,
-        "accuracy_drop": drop,
-        "accuracy_p_value": p_value,
-        "matured_rows": matured,
+        "accuracy": labels.accuracy,
+        "brier": labels.brier,
+        "accuracy_drop": labels.drop,
+        "accuracy_p_value": labels.p_value,
+        "matured_rows": labels.matured,
         "reasons": reasons,
         "recommendations": RECOMMENDATIONS[severity],
         "features": features,
     }
+
+
+@dataclass
+class _LabelDrift:
+    """Accuracy on the window's matured labels against the holdout (None: not judged)."""
+
+    matured: int = 0
+    accuracy: float | None = None
+    brier: float | None = None
+    drop: float | None = None  # holdout accuracy - accuracy
+    p_value: float | None = None  # one-sided binomial, at the holdout accuracy
+    drop_critical: float | None = None  # the null's accuracy drop for as many labels
+
+
+def _feature_rows(
+    profile: dict[str, Any],
+    current: pd.DataFrame,
+    names: list[str],
+    cfg: DriftSettings,
+    null: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """Each feature's statistics, null critical values, severity and drifted flag."""
+    features: list[dict[str, Any]] = []
+    for name in names:
+        stats = column_drift(profile["features"][name], current[name].to_numpy())
+        critical = _feature_critical(null, name, int(stats["rows"]))
+        features.append(
+            {
+                "feature": name,
+                **stats,
+                **{CRITICAL_COLUMNS[s]: critical.get(s) for s in CRITICAL_COLUMNS},
+                "severity": _feature_severity(stats["psi"], cfg, _beyond_null(stats, critical)),
+                "drifted": _drifted(stats, cfg, critical),
+            }
+        )
+    return features
+
+
+def _null_drifted_count(null: dict[str, Any] | None, rows: int) -> int | None:
+    """How many drifted features the null reaches at this size (at ``significance``); None
+    when uncalibrated (then any count counts)."""
+    if null and "drifted_count" in null:
+        return count_at(null["sizes"], null["drifted_count"], rows)
+    return None
+
+
+def _prediction_drift(
+    profile: dict[str, Any], null: dict[str, Any] | None, scores: np.ndarray | None
+) -> tuple[float | None, float | None]:
+    """(PSI of the scores on the reference's, its null critical value at this size)."""
+    if scores is None or not profile.get("score"):
+        return None, None
+    psi = column_drift(profile["score"], scores)["psi"]
+    critical = None
+    if null and null.get("score"):
+        critical = critical_at(null["sizes"], null["score"]["psi"], len(scores))
+    return psi, critical
+
+
+def _label_drift(
+    cfg: DriftSettings,
+    null: dict[str, Any] | None,
+    outcomes: tuple[np.ndarray, np.ndarray] | None,
+    holdout: dict[str, float] | None,
+) -> _LabelDrift:
+    if outcomes is None:
+        return _LabelDrift()
+    labels, probs = outcomes
+    result = _LabelDrift(matured=len(labels))
+    if result.matured < cfg.min_outcomes:
+        return result
+    hits = ml.correct_rows(labels, probs)
+    result.accuracy = float(np.mean(hits))
+    result.brier = float(np.mean(ml.brier_rows(labels, probs)))
+    if holdout and holdout.get("accuracy") is not None:
+        result.drop = float(holdout["accuracy"]) - result.accuracy
+        result.p_value = _accuracy_p_value(
+            int(hits.sum()), result.matured, float(holdout["accuracy"])
+        )
+        if null and null.get("accuracy_drop"):
+            result.drop_critical = critical_at(
+                null["sizes"], null["accuracy_drop"], result.matured, log_values=False
+            )
+    return result
+
+
+def _share_reasons(
+    cfg: DriftSettings, share: float, drifted: int, null_count: int | None
+) -> tuple[list[str], list[str]]:
+    """(high, medium) reasons from the drifted share: only with more drifted features than
+    the null reaches at this size (features move together), or any count uncalibrated."""
+    many = null_count is None or drifted > null_count
+    beyond = "" if null_count is None else f"; the reference reaches {null_count} at this size"
+    if share >= cfg.share_high and many:
+        return [f"{share:.0%} of features drifted (>= {cfg.share_high:.0%}{beyond})"], []
+    if share >= cfg.share_medium and many:
+        return [], [f"{share:.0%} of features drifted (>= {cfg.share_medium:.0%}{beyond})"]
+    return [], []
+
+
+def _prediction_reasons(
+    cfg: DriftSettings, psi: float | None, critical: float | None
+) -> tuple[list[str], list[str]]:
+    """(high, medium) reasons from the prediction PSI, when past its null critical value."""
+    if psi is None or (critical is not None and not psi > critical):
+        return [], []
+    text = f"prediction PSI {psi:.3f}"
+    if critical is not None:
+        text += f" (reference windows of this size reach {critical:.3f})"
+    if psi >= cfg.psi_significant:
+        return [f"{text} >= {cfg.psi_significant}"], []
+    if psi >= cfg.psi_moderate:
+        return [], [f"{text} >= {cfg.psi_moderate}"]
+    return [], []
+
+
+def _accuracy_reasons(
+    cfg: DriftSettings, labels: _LabelDrift, holdout: dict[str, float] | None
+) -> tuple[list[str], list[str]]:
+    """(high, medium) reasons from an accuracy drop. A drop counts when it is unlikely at
+    the holdout accuracy (binomial, independent labels) and beyond what reference windows of
+    as many labels show (autocorrelated labels), and large enough to matter."""
+    drop, p_value = labels.drop, labels.p_value
+    if drop is None or p_value is None or not p_value < cfg.significance or not holdout:
+        return [], []
+    if labels.drop_critical is not None and not drop > labels.drop_critical:
+        return [], []
+    text = (
+        f"accuracy {labels.accuracy:.3f} vs holdout {holdout['accuracy']:.3f} on "
+        f"{labels.matured} matured labels (one-sided p {p_value:.2g}): down "
+        f"{drop * 100:.1f} points"
+    )
+    if drop >= cfg.accuracy_drop_high:
+        return [text], []
+    if drop >= cfg.accuracy_drop_medium:
+        return [], [text]
+    return [], []
+
+
+def _severity(high: list[str], medium: list[str], drifted: list[str]) -> tuple[str, list[str]]:
+    """The overall severity and its reasons (high's first)."""
+    if high:
+        return "high", high + medium
+    if medium:
+        return "medium", medium
+    if drifted:
+        return "low", [f"{len(drifted)} feature(s) drifted: {', '.join(drifted[:5])}"]
+    return "none", []
 
 
 def null_alarm_rate(
@@ -503,9 +575,8 @@ def persist(settings: Settings, check: DriftCheck, report_path: str | None = Non
     ongoing drift alerts once, not hourly, and once for all the window lengths checked).
     A window counts as alerted only once the alert was delivered (``mark_alerted``): if the
     report, MLflow or Slack fails, the next check of the drift alerts again."""
-    import sqlalchemy as sa
-
-    from signalops.warehouse import Warehouse, drift_checks_table, drift_features_table
+    from signalops.warehouse import Warehouse
+    from signalops.warehouse import drift as drift_rows
 
     cfg = settings.drift
     key = _key(check)
@@ -513,64 +584,52 @@ def persist(settings: Settings, check: DriftCheck, report_path: str | None = Non
     rank = SEVERITIES.index(check.severity)
     with Warehouse(settings.warehouse_url) as warehouse:
         warehouse.create_all()
-        t = drift_checks_table
-        same = [t.c[k] == v for k, v in key.items()]
-        with warehouse.engine.begin() as conn:
-            previous = conn.execute(sa.select(t.c.alerted, t.c.report_path).where(*same)).first()
-            recent = conn.execute(
-                sa.select(t.c.severity).where(
-                    t.c.signal_name == check.signal,
-                    t.c.alerted.is_(True),
-                    t.c.window_end >= end - timedelta(hours=cfg.realert_hours),
-                    t.c.window_end <= end,
-                    sa.not_(sa.and_(*same)),
-                )
-            ).fetchall()
+        with warehouse.begin() as conn:
+            previous = drift_rows.previous_check(conn, key)
+            recent = drift_rows.alerted_severities(
+                conn, key, end - timedelta(hours=cfg.realert_hours), end
+            )
             already = previous is not None and bool(previous.alerted)
-            covered = any(SEVERITIES.index(r.severity) >= rank for r in recent)
+            covered = any(SEVERITIES.index(severity) >= rank for severity in recent)
             alert = rank >= SEVERITIES.index("medium") and not covered and not already
-            for table in (drift_features_table, drift_checks_table):
-                conn.execute(table.delete().where(*(table.c[k] == v for k, v in key.items())))
-            conn.execute(
-                t.insert(),
+            drift_rows.write_check(
+                conn,
+                {
+                    **key,
+                    "window_bars": check.window_bars or None,
+                    "checked_at": datetime.now(UTC),
+                    "rows": check.rows,
+                    "calibrated": check.calibrated,
+                    "severity": check.severity,
+                    "share_drifted": check.share_drifted,
+                    "prediction_psi": check.prediction_psi,
+                    "accuracy": check.accuracy,
+                    "holdout_accuracy": check.holdout_accuracy,
+                    "matured_rows": check.matured_rows,
+                    "reasons": check.reasons,
+                    "recommendations": check.recommendations,
+                    "alerted": already,
+                    "report_path": report_path or (previous.report_path if previous else None),
+                },
+            )
+            drift_rows.replace_features(
+                conn,
+                key,
                 [
                     {
                         **key,
-                        "window_bars": check.window_bars or None,
-                        "checked_at": datetime.now(UTC),
-                        "rows": check.rows,
-                        "calibrated": check.calibrated,
-                        "severity": check.severity,
-                        "share_drifted": check.share_drifted,
-                        "prediction_psi": check.prediction_psi,
-                        "accuracy": check.accuracy,
-                        "holdout_accuracy": check.holdout_accuracy,
-                        "matured_rows": check.matured_rows,
-                        "reasons": check.reasons,
-                        "recommendations": check.recommendations,
-                        "alerted": already,
-                        "report_path": report_path or (previous.report_path if previous else None),
+                        "feature": f["feature"],
+                        "psi": f["psi"],
+                        "ks_statistic": f["ks_statistic"],
+                        "ks_p_value": f["ks_p_value"],
+                        "wasserstein": f["wasserstein"],
+                        **{c: f.get(c) for c in CRITICAL_COLUMNS.values()},
+                        "severity": f["severity"],
+                        "drifted": bool(f["drifted"]),
                     }
+                    for f in check.features
                 ],
             )
-            if check.features:
-                conn.execute(
-                    drift_features_table.insert(),
-                    [
-                        {
-                            **key,
-                            "feature": f["feature"],
-                            "psi": f["psi"],
-                            "ks_statistic": f["ks_statistic"],
-                            "ks_p_value": f["ks_p_value"],
-                            "wasserstein": f["wasserstein"],
-                            **{c: f.get(c) for c in CRITICAL_COLUMNS.values()},
-                            "severity": f["severity"],
-                            "drifted": bool(f["drifted"]),
-                        }
-                        for f in check.features
-                    ],
-                )
     return alert
 
 
@@ -614,29 +673,19 @@ def drift_alert(
 def mark_alerted(settings: Settings, summary: Mapping[str, Any]) -> None:
     """The alert of a check (``DriftCheck.as_dict()``, as the DAG passes it on) was
     delivered: later windows within ``realert_hours`` are covered by it."""
-    import sqlalchemy as sa
+    from signalops.warehouse import Warehouse
+    from signalops.warehouse import drift as drift_rows
 
-    from signalops.warehouse import Warehouse, drift_checks_table
-
-    t = drift_checks_table
     key = _key(summary)
-    with Warehouse(settings.warehouse_url) as warehouse, warehouse.engine.begin() as conn:
-        updated = conn.execute(
-            sa.update(t).where(*(t.c[k] == v for k, v in key.items())).values(alerted=True)
-        ).rowcount
+    with Warehouse(settings.warehouse_url) as warehouse, warehouse.begin() as conn:
+        updated = drift_rows.mark_alerted(conn, key)
     if updated != 1:
         raise RuntimeError(f"no drift check to mark alerted for {key}")
 
 
 def set_report_path(settings: Settings, check: DriftCheck, path: str) -> None:
-    import sqlalchemy as sa
+    from signalops.warehouse import Warehouse
+    from signalops.warehouse import drift as drift_rows
 
-    from signalops.warehouse import Warehouse, drift_checks_table
-
-    t = drift_checks_table
-    with Warehouse(settings.warehouse_url) as warehouse, warehouse.engine.begin() as conn:
-        conn.execute(
-            sa.update(t)
-            .where(*(t.c[k] == v for k, v in _key(check).items()))
-            .values(report_path=path)
-        )
+    with Warehouse(settings.warehouse_url) as warehouse, warehouse.begin() as conn:
+        drift_rows.set_report_path(conn, _key(check), path)

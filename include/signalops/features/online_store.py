@@ -15,10 +15,9 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import pandas as pd
-import sqlalchemy as sa
 
 from signalops.config import Settings
-from signalops.warehouse import Warehouse, online_features_table, to_utc_series
+from signalops.warehouse import Warehouse, online_features, to_utc_series
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,6 @@ class SqlOnlineStore:
         warehouse.create_all()
 
     def write(self, version: str, rows: pd.DataFrame, names: list[str]) -> int:
-        t = online_features_table
         now = datetime.now(UTC)
         records = [
             {
@@ -123,25 +121,12 @@ class SqlOnlineStore:
         ]
         if not records:
             return 0
-        stmt = self.warehouse.insert(t)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["feature_set_version", "symbol"],
-            set_={c: stmt.excluded[c] for c in ("ts", "features", "updated_at")},
-            where=t.c.ts <= stmt.excluded.ts,
-        )
-        written = 0
-        with self.warehouse.engine.begin() as conn:
-            for record in records:
-                written += conn.execute(stmt, record).rowcount
-        return written
+        with self.warehouse.begin() as conn:
+            return online_features.write(conn, records)
 
     def read(self, version: str, symbols: list[str]) -> dict[str, FeatureVector]:
-        t = online_features_table
-        query = sa.select(t.c.symbol, t.c.ts, t.c.features).where(
-            t.c.feature_set_version == version, t.c.symbol.in_(symbols)
-        )
-        with self.warehouse.engine.connect() as conn:
-            rows = conn.execute(query).all()
+        with self.warehouse.connect() as conn:
+            rows = online_features.read(conn, version, symbols)
         if not rows:
             return {}
         stamps = to_utc_series(pd.Series([r.ts for r in rows]))

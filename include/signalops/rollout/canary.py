@@ -38,19 +38,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 
 from signalops.config import RolloutSettings, Settings
 from signalops.evaluation import metrics as ml
 from signalops.registry import Registry
 from signalops.registry import contracts as c
 from signalops.rollout.outcomes import LiveMetrics, live_metrics
-from signalops.warehouse import Warehouse, rollouts_table
+from signalops.warehouse import Warehouse, rollouts
+from signalops.warehouse import predictions as prediction_rows
 from signalops.windows import parse_ts
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("active", "promoting", "rolling_back")
+ACTIVE = rollouts.ACTIVE  # the statuses of a rollout in progress
 ROLLOUT_ALERT_WINDOW = timedelta(hours=1)  # a retried tick does not repeat its alert
 
 
@@ -228,24 +228,12 @@ class Canary:
     # -- rows -------------------------------------------------------------------------------
 
     def active(self) -> dict[str, Any] | None:
-        t = rollouts_table
-        with self.warehouse.engine.connect() as conn:
-            row = (
-                conn.execute(
-                    sa.select(t).where(t.c.signal_name == self.signal, t.c.status.in_(ACTIVE))
-                )
-                .mappings()
-                .first()
-            )
-        return dict(row) if row else None
+        with self.warehouse.connect() as conn:
+            return rollouts.active(conn, self.signal)
 
     def rows(self) -> list[dict[str, Any]]:
-        t = rollouts_table
-        with self.warehouse.engine.connect() as conn:
-            found = conn.execute(
-                sa.select(t).where(t.c.signal_name == self.signal).order_by(t.c.started_at)
-            ).mappings()
-            return [dict(r) for r in found]
+        with self.warehouse.connect() as conn:
+            return rollouts.for_signal(conn, self.signal)
 
     def _write(
         self,
@@ -269,10 +257,8 @@ class Canary:
                 **({"inputs": inputs} if inputs else {}),
             },
         ]
-        t = rollouts_table
-        with self.warehouse.engine.begin() as conn:
-            conn.execute(t.delete().where(t.c.id == row["id"]))
-            conn.execute(t.insert(), [row])
+        with self.warehouse.begin() as conn:
+            rollouts.write(conn, row)
 
     def _alert(
         self,
@@ -501,32 +487,10 @@ class Canary:
     def _agreement(self, row: dict[str, Any], since: datetime, now: datetime) -> float | None:
         """Share of requests where the shadow and the champion make the same call
         (BUY/SELL/HOLD from their probabilities, before the risk guard)."""
-        from signalops.warehouse import predictions_table as p
-
-        a, b = p.alias("a"), p.alias("b")
-        query = (
-            sa.select(a.c.probability, b.c.probability)
-            .select_from(
-                a.join(
-                    b,
-                    sa.and_(
-                        a.c.request_id == b.c.request_id,
-                        a.c.row_index == b.c.row_index,
-                        a.c.signal_name == b.c.signal_name,
-                    ),
-                )
+        with self.warehouse.connect() as conn:
+            pairs = prediction_rows.shadow_pairs(
+                conn, self.signal, row["challenger_version"], since, now
             )
-            .where(
-                a.c.signal_name == self.signal,
-                a.c.role == "champion",
-                b.c.role == "shadow",
-                b.c.model_version == row["challenger_version"],
-                a.c.ts >= since,
-                a.c.ts < now,
-            )
-        )
-        with self.warehouse.engine.connect() as conn:
-            pairs = conn.execute(query).fetchall()
         if not pairs:
             return None
         label = self.settings.serving.label

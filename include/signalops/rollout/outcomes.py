@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import sqlalchemy as sa
 
 from signalops.config import Settings
 from signalops.evaluation import metrics as ml
-from signalops.warehouse import Warehouse, outcomes_table, predictions_table, to_utc_series
+from signalops.warehouse import Warehouse, to_utc_series
+from signalops.warehouse import outcomes as outcome_rows
+from signalops.warehouse import predictions as prediction_rows
 
 log = logging.getLogger(__name__)
 
@@ -31,39 +31,11 @@ KEY = ("request_id", "row_index", "signal_name", "role")
 def join_outcomes(settings: Settings, batch: int = 50_000) -> dict[str, int]:
     """Label every matured, not yet labeled prediction. Returns counts."""
     horizon = settings.features.horizon_bars
-    p, o = predictions_table, outcomes_table
     joined = pending = 0
     with Warehouse(settings.warehouse_url) as warehouse:
         warehouse.create_all()
-        with warehouse.engine.connect() as conn:
-            query = (
-                sa.select(
-                    *(p.c[k] for k in KEY),
-                    p.c.model_version,
-                    p.c.symbol,
-                    p.c.ts,
-                    p.c.features_ts,
-                    p.c.probability,
-                    p.c.signal,
-                )
-                .select_from(p.outerjoin(o, sa.and_(*(p.c[k] == o.c[k] for k in KEY))))
-                .where(
-                    o.c.request_id.is_(None),
-                    p.c.features_ts.is_not(None),
-                    p.c.symbol.is_not(None),
-                )
-                .limit(batch)
-            )
-            columns = [
-                *KEY,
-                "model_version",
-                "symbol",
-                "ts",
-                "features_ts",
-                "probability",
-                "signal",
-            ]
-            preds = pd.DataFrame(conn.execute(query).fetchall(), columns=columns)
+        with warehouse.connect() as conn:
+            preds = prediction_rows.unlabeled(conn, batch)
         if preds.empty:
             return {"joined": 0, "pending": 0}
         preds["features_ts"] = to_utc_series(preds["features_ts"])
@@ -104,10 +76,8 @@ def join_outcomes(settings: Settings, batch: int = 50_000) -> dict[str, int]:
                 }
                 for r in ready.to_dict("records")
             ]
-            stmt = warehouse.insert(outcomes_table).on_conflict_do_nothing(index_elements=list(KEY))
-            with warehouse.engine.begin() as conn:
-                for i in range(0, len(rows), 2000):
-                    conn.execute(stmt, rows[i : i + 2000])
+            with warehouse.begin() as conn:
+                outcome_rows.insert_new(conn, rows)
             joined = len(rows)
     log.info("outcomes: %d predictions labeled, %d not matured (or no bar yet)", joined, pending)
     return {"joined": joined, "pending": pending}
@@ -143,28 +113,11 @@ def live_metrics(
 ) -> LiveMetrics:
     """What ``version`` did (in ``roles``) since ``since``: from the prediction log and the
     outcomes joined so far."""
-    p, o = predictions_table, outcomes_table
     until = until or datetime.now(UTC)
     cost = settings.evaluation.cost_bps / 10_000
-    with warehouse.engine.connect() as conn:
-        pred = conn.execute(
-            sa.select(p.c.probability, p.c.latency_ms).where(
-                p.c.signal_name == signal,
-                p.c.model_version == version,
-                p.c.role.in_(roles),
-                p.c.ts >= since,
-                p.c.ts < until,
-            )
-        ).fetchall()
-        out = conn.execute(
-            sa.select(o.c.probability, o.c.signal, o.c.label_up, o.c.label_return).where(
-                o.c.signal_name == signal,
-                o.c.model_version == version,
-                o.c.role.in_(roles),
-                o.c.ts >= since,
-                o.c.ts < until,
-            )
-        ).fetchall()
+    with warehouse.connect() as conn:
+        pred = prediction_rows.scores(conn, signal, version, roles, since, until)
+        out = outcome_rows.labeled(conn, signal, version, roles, since, until)
     scores = np.array([r[0] for r in pred], dtype=np.float64)
     latency = np.array([r[1] for r in pred], dtype=np.float64)
     probs = np.array([r[0] for r in out], dtype=np.float64)
