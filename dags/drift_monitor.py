@@ -88,24 +88,10 @@ def drift_monitor() -> None:
     def report(summary: dict, params: Any = None) -> dict:
         """Evidently report (HTML) on bounded samples; logged to MLflow."""
         from signalops.config import load_settings
-        from signalops.drift.monitor import DriftCheck, load_champion, read_window, set_report_path
-        from signalops.drift.report import log_to_mlflow, write_report
-        from signalops.windows import parse_ts
+        from signalops.drift.report import report_check
 
-        settings = load_settings()
         with task_errors():
-            champion = load_champion(
-                settings, summary["signal"], settings.state_dir / "drift" / "champion"
-            )
-            assert champion is not None, "the champion changed between check and report"
-            end = parse_ts(summary["window_end"], "window_end")
-            names = list(champion.spec["names"])
-            current = read_window(settings, champion.spec, end, summary["window_bars"], names)
-            check = DriftCheck(**{**summary, "features": []})
-            path = write_report(settings, check, current, champion)
-            set_report_path(settings, check, str(path))
-            run_id = log_to_mlflow(settings, check, path)
-        return {**summary, "report": str(path), "mlflow_run_id": run_id}
+            return report_check(load_settings(), summary)
 
     @task
     def alert(summary: dict, run_id: Any = None) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -112,3 +113,23 @@ def log_to_mlflow(settings: Settings, check: DriftCheck, report: Path) -> str:
         registry.log_artifact(run_id, path, "drift")
     registry.end_run(run_id)
     return run_id
+
+
+def report_check(settings: Settings, summary: dict[str, Any]) -> dict[str, Any]:
+    """The drift DAG's ``report`` step: the Evidently report of a finished check (its
+    window read again, against the champion's reference), recorded on the check's row and
+    logged to MLflow. Returns the summary with ``report`` and ``mlflow_run_id``."""
+    from signalops.drift.monitor import load_champion, read_window, set_report_path
+    from signalops.windows import parse_ts
+
+    champion = load_champion(settings, summary["signal"], settings.state_dir / "drift" / "champion")
+    if champion is None:
+        raise RuntimeError(f"{summary['signal']}: the champion changed between check and report")
+    end = parse_ts(summary["window_end"], "window_end")
+    names = list(champion.spec["names"])
+    current = read_window(settings, champion.spec, end, summary["window_bars"], names)
+    check = DriftCheck(**{**summary, "features": []})
+    path = write_report(settings, check, current, champion)
+    set_report_path(settings, check, str(path))
+    run_id = log_to_mlflow(settings, check, path)
+    return {**summary, "report": str(path), "mlflow_run_id": run_id}

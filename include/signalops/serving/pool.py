@@ -223,19 +223,8 @@ class ModelPool:
             if self.stats.failed_versions.get(f"{signal}/{version}"):
                 loaded[role] = have  # known bad: keep serving the old one, do not retry
                 continue
-            try:
-                folder = registry.download_version(version, self._cache / signal / version)
-                self.stats.downloads += 1
-                model = load_model(signal, version, folder)
-            except Exception as exc:  # anything: the old model must keep serving
-                reason = f"{signal}@{role} v{version} not loaded: {exc}"
-                self.stats.reload_failures += 1
-                self.stats.last_error = reason
-                self.stats.failed_versions[f"{signal}/{version}"] = reason
-                log.error("%s; still serving %s", reason, was if have else "nothing")
-                if self._on_alert:
-                    title = f"signalops sidecar: {signal} v{version} not loaded"
-                    self._on_alert(title, reason, f"{signal}:v{version}")
+            model = self._load(registry, signal, role, version, was)
+            if model is None:  # the old model keeps serving
                 loaded[role] = have
                 continue
             loaded[role] = known[version] = model
@@ -254,6 +243,26 @@ class ModelPool:
                 self.stats.reloads += len(changes)
                 log.info("model pool: %s", "; ".join(changes))
         return changes
+
+    def _load(
+        self, registry: Any, signal: str, role: str, version: str, was: str
+    ) -> LoadedModel | None:
+        """Download and load one version, or None (recorded, logged, alerted once) when it
+        cannot be: anything may go wrong, and the old model must keep serving."""
+        try:
+            folder = registry.download_version(version, self._cache / signal / version)
+            self.stats.downloads += 1
+            return load_model(signal, version, folder)
+        except Exception as exc:
+            reason = f"{signal}@{role} v{version} not loaded: {exc}"
+            self.stats.reload_failures += 1
+            self.stats.last_error = reason
+            self.stats.failed_versions[f"{signal}/{version}"] = reason
+            log.error("%s; still serving %s", reason, was if was != "none" else "nothing")
+            if self._on_alert:
+                title = f"signalops sidecar: {signal} v{version} not loaded"
+                self._on_alert(title, reason, f"{signal}:v{version}")
+            return None
 
     def _retain(
         self,
