@@ -13,9 +13,9 @@ worker process (the load generator takes the other core). Measured:
 The sidecar's endpoints and the null endpoint run in ``--rounds`` interleaved rounds
 (medians); /invocations also with one connection (latency without queueing) and with the
 shadow challenger switched off (what shadow scoring costs). Prints req/s, p50 and p99 for
-each, the ratios (targets: sidecar >= 15x mlflow's
-throughput, >= 0.6x the null endpoint, p99 <= 5 ms) and the sidecar's resident memory with
-two models loaded (target <= 300 MB).
+each, the ratios and whether the targets are met (the hot routes: >= 0.7x the null
+endpoint's req/s, p99 <= 2.5x the null's p99, >= 40x mlflow's req/s) and the sidecar's
+resident memory with two models loaded (target <= 300 MB).
 
     .venv/bin/python bench/serve.py [--duration 10]
 """
@@ -43,6 +43,11 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+
+TARGET_X_NULL = 0.7  # req/s of a hot route over the null endpoint's
+TARGET_P99_X_NULL = 2.5  # its p99 over the null endpoint's p99
+TARGET_X_MLFLOW = 40  # req/s over `mlflow models serve`'s
 
 
 def free_port() -> int:
@@ -326,6 +331,25 @@ def main() -> None:
                 f"  ! {name}: {int(r['non_2xx'])} non-2xx responses, "
                 f"socket errors: {bool(r['socket_errors'])}"
             )
+    null_p99 = results["null endpoint (same HTTP stack)"]["p99_ms"]
+    print("\ntargets (the hot routes, prediction log on, same run):")
+    for name in ("sidecar /invocations", "sidecar /v1/signals (Redis, log on)"):
+        r = results.get(name)
+        if r is None:
+            continue
+        checks = (
+            ("x null", r["rps"] / null, ">=", TARGET_X_NULL),
+            ("p99 / null p99", r["p99_ms"] / null_p99, "<=", TARGET_P99_X_NULL),
+            ("x mlflow", r["rps"] / ml, ">=", TARGET_X_MLFLOW),
+        )
+        print(
+            f"  {name}: "
+            + "; ".join(
+                f"{label} {value:.2f} (target {op} {limit}: "
+                f"{'met' if (value >= limit if op == '>=' else value <= limit) else 'NOT met'})"
+                for label, value, op, limit in checks
+            )
+        )
     print(
         f"sidecar resident memory with {len(models)} models loaded: {memory:.0f} MB "
         f"(target 300 MB: ratio {memory / 300:.2f})"
