@@ -64,7 +64,8 @@ async def json_body(request: Request, limit: int) -> Any:
 def pinned_version(request: Request) -> str | None:
     """The version a caller pins: ``X-Model-Version`` header (wins) or ``?version=``."""
     header = request.headers.get("x-model-version")
-    query = request.query_params.get("version")
+    # no query string (the usual request): Starlette's parse of it is skipped
+    query = request.query_params.get("version") if request.scope["query_string"] else None
     if query is not None:
         query = check_version(query, "parameter 'version'")
     if header is not None:

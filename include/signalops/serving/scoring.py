@@ -158,10 +158,11 @@ class Scorer:
     ) -> tuple[list[str], list[RiskDecision]]:
         """BUY/SELL/HOLD per row, through the risk guard (a blocked signal becomes HOLD)."""
         label = self.cfg.label
-        labels = [label(float(v)) for v in p]
+        values = p.tolist()
+        labels = [label(v) for v in values]
         if not apply_risk:
             return labels, [RiskDecision(True, "ensemble member")] * len(p)
-        confidences = [max(float(v), 1 - float(v)) for v in p]
+        confidences = [v if v >= 0.5 else 1 - v for v in values]  # max(p, 1 - p)
         risk = self.svc.risk
         try:  # the check reads a snapshot: the state's own sync says when Redis is back
             decisions = self.svc.dependencies["risk_state"].call(
