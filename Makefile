@@ -86,6 +86,7 @@ bench: $(STAMP)  ## run the benchmarks under bench/
 	$(PY) bench/retrain.py --repeats 3
 	$(PY) bench/drift.py
 	$(PY) bench/rollback.py
+	$(PY) bench/serve_path.py
 	@if command -v wrk >/dev/null; then $(PY) bench/serve.py; \
 	 else echo "bench/serve.py needs wrk (apt-get install wrk): not run"; fi
 
