@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from signalops.serving.predlog import COLUMNS, PredictionLog, PredictionLogClient, PredictionRow
+from signalops.serving.predlog import COLUMNS, PredictionLogClient, PredictionRow
+from signalops.serving.predlog_writer import PredictionLog
 
 pytestmark = pytest.mark.integration
 

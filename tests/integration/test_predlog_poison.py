@@ -19,13 +19,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from signalops.serving.predlog import (
-    COLUMNS,
-    SPILL_PREFIX,
-    PredictionLog,
-    PredictionLogClient,
-    PredictionRow,
-)
+from signalops.serving.predlog import COLUMNS, PredictionLogClient, PredictionRow
+from signalops.serving.predlog_files import SPILL_PREFIX
+from signalops.serving.predlog_writer import PredictionLog
 from tests.integration.test_predlog import REPO, _row
 from tests.sidecar_process import free_port
 
@@ -357,7 +353,7 @@ def test_an_unreadable_batch_from_the_server_is_dead_lettered(pg_url: str, tmp_p
         ),
     ]
     proc = subprocess.run(
-        [sys.executable, "-m", "signalops.serving.predlog"],
+        [sys.executable, "-m", "signalops.serving.predlog_writer"],
         input="\n".join(lines) + "\n",
         check=False,
         capture_output=True,
