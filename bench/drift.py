@@ -4,7 +4,7 @@ Reference 1M rows x 40 features, current 250k rows (seeded synthetic frames: nor
 log-normal, uniform, discrete and heavy-tailed columns; a third of the current columns
 shifted). In one process, on the same frames:
 
-* ours: ``signalops.drift.monitor.assess`` against the reference profile (built once, as
+* ours: ``signalops.drift.severity.assess`` against the reference profile (built once, as
   retrain does, untimed): PSI + KS + Wasserstein per feature and the verdict; median of
   ``--repeats`` runs;
 * Evidently 0.7: ``Report([DataDriftPreset(method="psi")]).run(current, reference)``.
@@ -91,7 +91,7 @@ def peak_mb() -> float:
 def child(work: Path) -> None:
     """The hourly check on its own: load the profile and the window, assess."""
     from signalops.config import Settings
-    from signalops.drift.monitor import assess
+    from signalops.drift.severity import assess
 
     started = time.perf_counter()
     profile = json.loads((work / "profile.json").read_text())
@@ -123,8 +123,8 @@ def main() -> None:
         return
 
     from signalops.config import Settings
-    from signalops.drift.monitor import assess
     from signalops.drift.profile import build_profile
+    from signalops.drift.severity import assess
 
     reference, current = frames(args.reference_rows, args.current_rows)
     names = list(reference.columns)
@@ -234,7 +234,7 @@ def false_alarms(draws: int) -> None:
     """Share of windows of the reference period called medium or high, per window size."""
     import logging
 
-    from signalops.drift.monitor import null_alarm_rate
+    from signalops.drift.false_alarms import null_alarm_rate
     from signalops.drift.profile import build_profile
     from signalops.features.definitions import LABEL_UP
 

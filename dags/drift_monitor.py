@@ -99,7 +99,8 @@ def drift_monitor() -> None:
         report) and this run; the window counts as alerted only once it was delivered."""
         from signalops.alerts.ledger import deliver
         from signalops.config import load_settings
-        from signalops.drift.monitor import drift_alert, mark_alerted
+        from signalops.drift.alert import drift_alert
+        from signalops.drift.records import mark_alerted
 
         if not summary["alert"]:
             return {"sent": False, "severity": summary["severity"]}

@@ -48,7 +48,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from signalops.stack import kill_service, load_env
+from signalops.stack.definition import load_env
+from signalops.stack.supervisor import kill_service
 from tests.conftest import PG_ADMIN_URL
 from tests.slack_recorder import SlackRecorder, slack_recorder
 

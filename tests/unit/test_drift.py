@@ -18,15 +18,11 @@ from scipy import stats
 
 from signalops.config import DriftSettings, Settings
 from signalops.data.sources import source_from_settings
-from signalops.drift.monitor import (
-    DriftCheck,
-    assess,
-    mark_alerted,
-    null_alarm_rate,
-    persist,
-    set_report_path,
-)
+from signalops.drift.check import DriftCheck
+from signalops.drift.false_alarms import null_alarm_rate
 from signalops.drift.profile import _Blocks, _column_null, build_profile, column_profile
+from signalops.drift.records import mark_alerted, persist, set_report_path
+from signalops.drift.severity import assess
 from signalops.drift.stats import (
     EMPTY_BIN_SHARE,
     bin_counts,
@@ -337,7 +333,7 @@ def test_an_uncalibrated_profile_falls_back_to_the_thresholds(
     profile, current = _frames(20, 0, 0.0)
     old = {k: v for k, v in profile.items() if k != "null"} | {"profile_version": 1}
     small = current.iloc[:60]
-    with caplog.at_level(logging.WARNING, logger="signalops.drift.monitor"):
+    with caplog.at_level(logging.WARNING, logger="signalops.drift.severity"):
         fallback = assess(old, small, list(current.columns), CFG)
     assert "no null critical values" in caplog.text
     assert not fallback["calibrated"] and fallback["severity"] in ("medium", "high")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from signalops.rollout.canary import describe_input_change, input_difference
+from signalops.rollout.inputs import describe_input_change, input_difference
 
 
 def spec(names: list[str], feature_set: str = "v1") -> dict[str, Any]:

@@ -30,7 +30,7 @@ PATTERNS = {
 # (path under include/signalops, pattern name) -> why it is not SQL on the warehouse
 ALLOWED = {
     ("data/sources.py", "SQL text"): "PostgresSource reads the market-data vendor's database",
-    ("stack.py", "SQL text"): "create_databases provisions the stack's PostgreSQL server",
+    ("stack/provision.py", "SQL text"): "create_databases provisions the stack's PostgreSQL server",
 }
 
 

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from signalops import stack
+from signalops.stack.definition import OPTIONAL, load_env, read_procfile
+from signalops.stack.prometheus import NATIVE_TARGETS, write_prometheus_config
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "ops" / "prometheus"
@@ -67,7 +68,7 @@ def compose() -> dict[str, Any]:
 def native_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     state = tmp_path_factory.mktemp("stack")
     base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", str(state))}
-    return stack.load_env({**base, "STACK_DIR": str(state), "PROMETHEUS_PORT": "19090"})
+    return load_env({**base, "STACK_DIR": str(state), "PROMETHEUS_PORT": "19090"})
 
 
 # --- promtool --------------------------------------------------------------------------
@@ -81,7 +82,7 @@ def test_compose_config_is_valid(promtool: str) -> None:
 def test_native_config_is_valid_and_targets_the_native_ports(
     promtool: str, native_env: dict[str, str]
 ) -> None:
-    path = stack.write_prometheus_config(native_env)
+    path = write_prometheus_config(native_env)
     assert path.parent == Path(native_env["STACK_DIR"]) / "prometheus"
     run(promtool, "check", "config", str(path), cwd=path.parent)
     config = load(path)
@@ -180,7 +181,7 @@ def test_targets_are_compose_services_on_their_ports(compose: dict[str, Any]) ->
             host, port = target.rsplit(":", 1)
             assert host in listening, f"job {job['job_name']}: {host} is no compose service"
             assert port == listening[host], f"job {job['job_name']}: {host} listens on {port}?"
-    assert set(stack.NATIVE_TARGETS) <= jobs, "NATIVE_TARGETS names a job prometheus.yml lacks"
+    assert set(NATIVE_TARGETS) <= jobs, "NATIVE_TARGETS names a job prometheus.yml lacks"
 
     prometheus = services["prometheus"]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"]}
@@ -199,10 +200,10 @@ def test_targets_are_compose_services_on_their_ports(compose: dict[str, Any]) ->
 
 
 def test_native_stack_runs_prometheus_from_the_same_file() -> None:
-    procfile = {s.name: s.command for s in stack.read_procfile()}
+    procfile = {s.name: s.command for s in read_procfile()}
     assert "prometheus/prometheus.yml" in procfile["prometheus"]
     assert procfile["signalops-exporter"].startswith("python -m signalops.cockpit.exporter")
-    assert stack.OPTIONAL == {"prometheus": "STACK_PROMETHEUS"}
+    assert OPTIONAL == {"prometheus": "STACK_PROMETHEUS"}
 
 
 # --- statsd-exporter mapping against Airflow's metric names ------------------------------

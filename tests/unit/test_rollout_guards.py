@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from signalops.config import RolloutSettings
-from signalops.rollout.canary import judge, worse_accuracy_p, worse_log_loss_p
+from signalops.rollout.guards import judge, worse_accuracy_p, worse_log_loss_p
 from signalops.rollout.outcomes import LiveMetrics
 
 RNG = np.random.default_rng(6)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from signalops.stack import PORTS, StackError, check_ports, enabled, read_procfile, services
+from signalops.stack.definition import StackError, enabled, read_procfile, services
+from signalops.stack.provision import PORTS, check_ports
 
 
 def _free_ports() -> dict[str, str]:

@@ -25,7 +25,8 @@ import jsonschema
 import pytest
 import yaml
 
-from signalops import stack
+from signalops.stack.definition import OPTIONAL, load_env, read_procfile
+from signalops.stack.provision import AIRFLOW_INIT, DATABASES
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yaml"
@@ -126,7 +127,7 @@ PUBLISHED = {
     "signalops-sidecar": "SIGNALOPS_SERVING__PORT",
 }
 
-# stack.DATABASES -> (a setting whose URL names it, a service that carries that setting)
+# DATABASES -> (a setting whose URL names it, a service that carries that setting)
 DATABASE_URLS = {
     "airflow": ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "airflow-init"),
     "warehouse": ("SIGNALOPS_WAREHOUSE__URL", "airflow-init"),
@@ -187,7 +188,7 @@ def native(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """ops/stack.env's defaults: a clean environment, the state (secrets.env) in a temp dir."""
     state = tmp_path_factory.mktemp("stack")
     base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", str(state))}
-    env = stack.load_env({**base, "STACK_DIR": str(state)})
+    env = load_env({**base, "STACK_DIR": str(state)})
     assert (state / "secrets.env").exists(), "load_env did not keep its secrets in STACK_DIR"
     return env
 
@@ -243,7 +244,7 @@ def test_compose_file_matches_the_compose_spec(compose: dict[str, Any]) -> None:
 
 
 def test_services_are_the_procfiles(services: dict[str, dict[str, Any]]) -> None:
-    procfile = {s.name for s in stack.read_procfile()}
+    procfile = {s.name for s in read_procfile()}
     composed = set(services) - INFRASTRUCTURE - COMPOSE_ONLY_SERVICES
     assert not procfile - composed, f"Procfile services missing in compose: {procfile - composed}"
     assert not composed - procfile, f"compose services not in ops/Procfile: {composed - procfile}"
@@ -252,14 +253,14 @@ def test_services_are_the_procfiles(services: dict[str, dict[str, Any]]) -> None
     for name in AIRFLOW_COMPONENTS | {"signalops-sidecar", "signalops-exporter"}:
         assert is_airflow_image(services[name]), f"{name}: expected image {AIRFLOW_IMAGE}:..."
     optional = {n for n, s in services.items() if s.get("profiles")}
-    assert set(stack.OPTIONAL) <= optional, "a native optional service must be optional in compose"
+    assert set(OPTIONAL) <= optional, "a native optional service must be optional in compose"
     for name in COMPOSE_ONLY_SERVICES | {"signalops-exporter", "prometheus"}:
         assert services[name].get("profiles") == ["observability"], name
 
 
 def test_commands_are_the_procfiles(services: dict[str, dict[str, Any]]) -> None:
-    expected = {s.name: s.command for s in stack.read_procfile()}
-    expected["airflow-init"] = stack.AIRFLOW_INIT
+    expected = {s.name: s.command for s in read_procfile()}
+    expected["airflow-init"] = AIRFLOW_INIT
     for name, command in expected.items():
         assert "entrypoint" not in services[name], f"{name}: no entrypoint override, please"
         got = effective_command(services[name])
@@ -338,7 +339,7 @@ def test_ports_and_health_checks(services: dict[str, dict[str, Any]]) -> None:
 
 
 def test_databases_exist(services: dict[str, dict[str, Any]], native: dict[str, str]) -> None:
-    assert set(DATABASE_URLS) == set(stack.DATABASES)
+    assert set(DATABASE_URLS) == set(DATABASES)
     created = {interpolate(services["postgres"]["environment"]["POSTGRES_DB"])}
     script = " ".join(map(str, services["init-db"]["command"]))
     created |= set(re.findall(r"'(\w+)'", re.findall(r"CREATE DATABASE.*", script)[0]))

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from signalops.config import Settings
-from signalops.drift.monitor import Champion, DriftCheck
+from signalops.drift.check import DriftCheck
+from signalops.drift.monitor import Champion
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ def report_check(settings: Settings, summary: dict[str, Any]) -> dict[str, Any]:
     """The drift DAG's ``report`` step: the Evidently report of a finished check (its
     window read again, against the champion's reference), recorded on the check's row and
     logged to MLflow. Returns the summary with ``report`` and ``mlflow_run_id``."""
-    from signalops.drift.monitor import load_champion, read_window, set_report_path
+    from signalops.drift.monitor import load_champion, read_window
+    from signalops.drift.records import set_report_path
     from signalops.windows import parse_ts
 
     champion = load_champion(settings, summary["signal"], settings.state_dir / "drift" / "champion")
