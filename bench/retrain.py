@@ -12,7 +12,14 @@ Setup (synthetic bars, features written to a temp offline store) and library imp
 not timed. The peak is the process high-water mark (``VmHWM``) from just before the timed
 path, reset through ``/proc/self/clear_refs``.
 
+Tuning (``--tune-trials N``, default 5, 0: not measured; first repeat only): the tune
+step's study (``training.tune.run_study``, every trial a nested MLflow run) on the same rows
+after the path, as trials per minute, and a complete trial's time against the train step's
+own walk-forward CV: trial 0 is that very CV (the run's parameters), on fold matrices the
+study builds once and reuses, so ~1x (later trials' times follow their parameters).
+
     .venv/bin/python bench/retrain.py [--rows 1000000] [--symbols 10] [--repeats 1]
+                                      [--tune-trials 5]
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ANCHOR_RATIO = 2.0
 ANCHOR_PEAK_MB = 3 * 1024.0
@@ -69,7 +77,42 @@ def _build_lake(state: Path, rows: int, n_symbols: int, version: str) -> dict:
     }
 
 
-def child(rows: int, n_symbols: int, version: str) -> dict:
+def _tuning(
+    settings: Any, dataset: Any, request: Any, parent_run_id: str, cv_seconds: float
+) -> dict:
+    """The tune step's study on the run's rows: trials per minute, a trial vs the CV."""
+    import statistics
+
+    from signalops.registry import Registry
+    from signalops.training.tune import MlflowTrials, run_study
+
+    metric = settings.tuning.metric or settings.evaluation.primary_metric
+    recorder = MlflowTrials(Registry(settings), parent_run_id, request.run_key, metric)
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    started = time.perf_counter()
+    study = run_study(dataset, settings, request.params, request.tune_trials, recorder=recorder)
+    seconds = time.perf_counter() - started
+    complete = [t["seconds"] for t in study.trials if t["state"] == "complete"]
+    return {
+        "trials": len(study.trials),
+        "complete": study.count("complete"),
+        "pruned": study.count("pruned"),
+        "seconds": seconds,
+        "trials_per_minute": 60 * len(study.trials) / seconds,
+        "median_complete_trial_seconds": statistics.median(complete),
+        "trial0_seconds": study.trials[0]["seconds"],
+        "trial_seconds": [round(t["seconds"], 2) for t in study.trials],
+        "train_step_cv_seconds": cv_seconds,
+        "best_trial": study.best_trial,
+        "metric": metric,
+        "value": study.value,
+        "incumbent_value": study.incumbent_value,
+        "peak_mb": _vm("VmHWM"),
+    }
+
+
+def child(rows: int, n_symbols: int, version: str, tune_trials: int = 0) -> dict:
     import mlflow  # noqa: F401  (imports are not part of the timed path)
     import numpy as np
     import xgboost as xgb
@@ -77,6 +120,7 @@ def child(rows: int, n_symbols: int, version: str) -> dict:
     from signalops.config import load_settings
     from signalops.training import explain, onnx_export  # noqa: F401
     from signalops.training import retrain as steps
+    from signalops.training.rundir import TRAIN_JSON, load_dataset
     from signalops.training.train import booster_params, onnx_feature_names
 
     with tempfile.TemporaryDirectory(prefix="signalops-bench-") as tmp:
@@ -108,10 +152,10 @@ def child(rows: int, n_symbols: int, version: str) -> dict:
         total = time.perf_counter() - started
         peak = _vm("VmHWM")
         run_dir = Path(results["assemble"].run_dir)
-        trained = json.loads((run_dir / steps.TRAIN_JSON).read_text())
+        trained = json.loads((run_dir / TRAIN_JSON).read_text())
 
         # The anchor: one bare xgboost.train, same parameters, same rows, same process.
-        dataset = steps.load_dataset(run_dir)
+        dataset = load_dataset(run_dir)
         x, y = dataset.x, dataset.y
         positives = float(y.sum())
         params = booster_params(settings.training, request.params, (len(y) - positives) / positives)
@@ -121,6 +165,19 @@ def child(rows: int, n_symbols: int, version: str) -> dict:
         bare = time.perf_counter() - started
         del dtrain, x, y
         steps_seconds = {k: v for k, v in trained["seconds"].items()}
+        tuning = None
+        if tune_trials:
+            tuning = _tuning(
+                settings,
+                dataset,
+                steps.plan_request(
+                    settings,
+                    {"start": lake["start"], "end": lake["end"], "tune_trials": tune_trials},
+                    run_key="bench-tune",
+                ),
+                str(results["assemble"].mlflow_run_id),
+                trained["seconds"]["cv_seconds"],
+            )
         return {
             "rows": len(dataset.frame),
             "features": len(dataset.feature_names),
@@ -136,6 +193,7 @@ def child(rows: int, n_symbols: int, version: str) -> dict:
             "rss_before_mb": rss_before,
             "nthread": settings.training.nthread,
             "np": np.__version__,
+            "tuning": tuning,
         }
 
 
@@ -145,10 +203,11 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=10)
     parser.add_argument("--version", default="v2")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--tune-trials", type=int, default=5, help="0: no tuning measurement")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.rows, args.symbols, args.version)))
+        print(json.dumps(child(args.rows, args.symbols, args.version, args.tune_trials)))
         return
 
     runs = []
@@ -164,6 +223,8 @@ def main() -> None:
                 str(args.symbols),
                 "--version",
                 args.version,
+                "--tune-trials",
+                str(args.tune_trials if i == 0 else 0),
             ],
             capture_output=True,
             text=True,
@@ -180,6 +241,19 @@ def main() -> None:
             f"ratio {run['total_seconds'] / run['bare_fit_seconds']:.2f}; "
             f"kept {run['kept_trees']} trees; peak {run['peak_mb']:.0f} MB"
         )
+        tune = run["tuning"]
+        if tune:
+            print(
+                f"tuning: {tune['trials']} trials ({tune['complete']} complete, "
+                f"{tune['pruned']} pruned) in {tune['seconds']:.1f} s on {run['rows']} rows: "
+                f"{tune['trials_per_minute']:.2f} trials/minute; trial 0 (the run's parameters) "
+                f"{tune['trial0_seconds']:.1f} s vs the train step's CV "
+                f"{tune['train_step_cv_seconds']:.1f} s (ratio "
+                f"{tune['trial0_seconds'] / tune['train_step_cv_seconds']:.2f}), median "
+                f"complete trial {tune['median_complete_trial_seconds']:.1f} s; "
+                f"best trial {tune['best_trial']}: CV {tune['metric']} {tune['value']:.4f} vs "
+                f"{tune['incumbent_value']:.4f} (trial 0); peak {tune['peak_mb']:.0f} MB"
+            )
     total = statistics.median(r["total_seconds"] for r in runs)
     bare = statistics.median(r["bare_fit_seconds"] for r in runs)
     peak = statistics.median(r["peak_mb"] for r in runs)
@@ -199,6 +273,7 @@ def main() -> None:
                 "kept_trees": [r["kept_trees"] for r in runs],
                 "train_step_seconds": runs[-1]["train_seconds"],
                 "step_seconds": runs[-1]["step_seconds"],
+                "tuning": runs[0]["tuning"],
             },
             indent=2,
         )

@@ -214,6 +214,7 @@ def main() -> None:
     from signalops.config import load_settings
     from signalops.features.pipeline import publish_online
     from signalops.training import retrain as steps
+    from signalops.training import rundir
     from tests.conftest import TRAIN_END, TRAIN_START, build_lake
 
     work = Path(tempfile.mkdtemp(prefix="signalops-bench-serve-"))
@@ -248,7 +249,7 @@ def main() -> None:
     steps.run_all(settings, steps.plan_request(settings, {"force": True}, run_key="bench-v2"))
     publish_online(settings)
     names = json.loads(
-        (steps.run_directory(settings, "bench-v1") / "feature_spec.json").read_text()
+        (rundir.run_directory(settings, "bench-v1") / "feature_spec.json").read_text()
     )["names"]
     row = [0.01 * i for i in range(len(names))]
     split_f = json.dumps(

@@ -9,6 +9,13 @@ registry only if it survives two gates.
   the newest features) from the offline store. Too little data: a warning alert and a
   *skipped* run, not an obscure failure. Data and settings already trained on (same
   snapshot hash): skipped too, unless `force`.
+* **tune**: when due, an Optuna study over the XGBoost hyperparameters on the same
+  walk-forward CV (never the holdout): the run's parameters are trial 0, TPE with a fixed
+  seed, median pruning after the first folds, a time budget, every trial a nested MLflow run.
+  Due when `tune_trials` asks, or (with `tuning.trials` > 0) weekly (`tuning.every_days`)
+  and on drift-triggered runs (`tuning.on_drift`). The best parameters are stored
+  (`best_params.json`, the registered model's tag `signalops.tuned_params.<feature set>`)
+  and later retrains train with them until the next tuning. Not due: the task says why.
 * **train**: walk-forward CV with a purge gap of H bars (early stopping per fold), then one
   final fit on every pre-holdout row with the median of the folds' tree counts. The newest
   block is an out-of-time holdout, never used for fitting or early stopping.
@@ -25,7 +32,9 @@ registry only if it survives two gates.
   `challenger`, or `champion` for the very first model; emits
   `signalops/challenger_registered`) or **reject** (the MLflow run records why).
 
-Hyperparameters left empty in the form come from `training.xgboost` in the config.
+Hyperparameters left empty in the form come from the feature set's stored tuned parameters
+(if any) over `training.xgboost` in the config; a hyperparameter set in the form is kept
+fixed by a tuning study.
 """
 
 from __future__ import annotations
@@ -129,15 +138,26 @@ INSUFFICIENT_DATA_WINDOW = timedelta(hours=20)
             type="boolean",
             description="Retrain even if a registered version saw this exact data and settings.",
         ),
+        "tune_trials": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            description="Optuna trials to tune the hyperparameters in this run (0: no tuning). "
+            "Empty: the tuning schedule (tuning.trials when due: weekly, on drift).",
+        ),
         **{
-            name: Param(None, type=["null", kind], description=f"XGBoost: {text} Empty: config.")
+            name: Param(
+                None,
+                type=["null", kind],
+                description=f"XGBoost: {text} Empty: the stored tuned value, else config.",
+            )
             for name, (kind, text) in HYPERPARAMETERS.items()
         },
     },
 )
 def retrain() -> None:
     @task
-    def assemble(params: Any = None, run_id: Any = None) -> dict:
+    def assemble(params: Any = None, run_id: Any = None, dag_run: Any = None) -> dict:
         """Resolve the window and settings, assemble the labeled dataset, open the MLflow run."""
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -148,10 +168,15 @@ def retrain() -> None:
 
         settings = load_settings()
         overrides = {k: params[k] for k in HYPERPARAMETERS if params.get(k) is not None}
+        # The schedule's only Asset is signalops/drift_detected.
+        run_type = getattr(dag_run, "run_type", None)
+        trigger = "drift" if getattr(run_type, "value", run_type) == "asset_triggered" else None
         with task_errors():
             try:
                 request = steps.plan_request(
-                    settings, {**params, "hyperparameters": overrides}, run_key=run_id
+                    settings,
+                    {**params, "hyperparameters": overrides, "trigger": trigger},
+                    run_key=run_id,
                 )
                 run_dir = steps.write_request(settings, request)
                 result = steps.assemble(settings, run_dir)
@@ -171,9 +196,21 @@ def retrain() -> None:
         return result.as_dict()
 
     @task
-    def train(assembled: dict) -> dict:
+    def tune(assembled: dict) -> dict:
+        """When due: Optuna study on the walk-forward CV, best parameters stored."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from signalops.training.retrain import AlreadyTrained
+
+        try:
+            return _run_step("tune", assembled).as_dict()
+        except AlreadyTrained as exc:  # the tuned parameters were trained on this data
+            raise AirflowSkipException(str(exc)) from None
+
+    @task
+    def train(tuned: dict) -> dict:
         """Walk-forward CV with purge, early stopping, final fit."""
-        return _run_step("train", assembled).as_dict()
+        return _run_step("train", tuned).as_dict()
 
     @task
     def export_parity(trained: dict) -> dict:
@@ -213,7 +250,7 @@ def retrain() -> None:
         """The gate said no: record why in MLflow, tell the team, register nothing."""
         return _run_step("reject", evaluated, registered=False).as_dict()
 
-    evaluated = evaluate(describe(export_parity(train(assemble()))))
+    evaluated = evaluate(describe(export_parity(train(tune(assemble())))))
     gate(evaluated) >> [register(evaluated), reject(evaluated)]
 
 

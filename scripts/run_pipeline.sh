@@ -75,8 +75,8 @@ dag_test features "$RUN_AT" "{\"feature_set_version\": \"v2\", \"start\": \"$HIS
 step "6/13 retrain: first model on feature set v1 (no champion yet: the gate decides)"
 dag_test retrain "$RUN_AT" '{"feature_set_version": "v1"}'
 
-step "7/13 retrain: a v2 challenger, judged against the v1 champion on the same holdout"
-dag_test retrain "$RUN_AT" '{"feature_set_version": "v2"}'
+step "7/13 retrain: a v2 challenger, tuned first (3 Optuna trials, nested MLflow runs), judged against the v1 champion on the same holdout"
+dag_test retrain "$RUN_AT" '{"feature_set_version": "v2", "tune_trials": 3}'
 
 step "8/13 drift_monitor: the champion's reference profile vs the last day of bars (drift.window_bars, 288)"
 dag_test drift_monitor "$RUN_AT"
@@ -106,7 +106,7 @@ GOOG_CSV=$(python -c 'import backtesting, pathlib; print(pathlib.Path(backtestin
     python -m signalops.cli $cmd >>"$log" 2>&1 || rc=$?
     [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || { tail -20 "$log"; echo "FAILED: signalops $cmd (log: $log)" >&2; exit 1; }
   done
-  grep -E '^\{"rows"|"offline"|^(assemble|train|export|evaluate|register|reject): |retrain: skipped' "$log" \
+  grep -E '^\{"rows"|"offline"|^(assemble|tune|train|export|evaluate|register|reject): |retrain: skipped' "$log" \
     | sed -E 's/"validation".*//; s/^/    /' | cut -c1-240
 )
 

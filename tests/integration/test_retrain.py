@@ -24,6 +24,7 @@ from signalops.onnx_model import load_session, predict_onnx
 from signalops.registry import Registry
 from signalops.registry import contracts as c
 from signalops.training import retrain as steps
+from signalops.training import rundir
 from signalops.training.onnx_export import ParityError
 from tests.conftest import TRAIN_END, TRAIN_SYMBOLS, copy_lake
 from tests.integration.test_airflow_dags import _stack
@@ -93,8 +94,8 @@ def test_retrain_registers_skips_compares_and_guards_parity(
 
     # The registered ONNX reproduces the holdout scores; the MLflow model is a real pyfunc.
     run_dir = Path(first["register"].run_dir)
-    scores = pd.read_parquet(run_dir / steps.HOLDOUT_SCORES)
-    dataset, split = steps.load_dataset(run_dir), steps._split(run_dir)
+    scores = pd.read_parquet(run_dir / rundir.HOLDOUT_SCORES)
+    dataset, split = rundir.load_dataset(run_dir), rundir.load_split(run_dir)
     p = predict_onnx(load_session(folder / c.ONNX_MODEL), dataset.x[split.valid])
     assert np.allclose(p, scores["p_onnx"].to_numpy(), atol=0, rtol=0)
     import mlflow.pyfunc
@@ -138,7 +139,7 @@ def test_retrain_registers_skips_compares_and_guards_parity(
     )
     with pytest.raises(ParityError, match="max \\|p_onnx - p_xgboost\\|"):
         steps.run_all(strict, _request(strict, "strict", force=True))
-    run_id = json.loads((steps.run_directory(strict, "strict") / steps.STATE).read_text())[
+    run_id = json.loads((rundir.run_directory(strict, "strict") / rundir.STATE).read_text())[
         "mlflow_run_id"
     ]
     failed = registry.client.get_run(run_id)
@@ -151,7 +152,7 @@ def test_retrain_registers_skips_compares_and_guards_parity(
     from signalops.errors import BadInputError
 
     with pytest.raises(BadInputError, match=r"the gate did not pass|parity failed"):
-        steps.register(strict, steps.run_directory(strict, "strict"))
+        steps.register(strict, rundir.run_directory(strict, "strict"))
 
     # 5. A net Sharpe below the bar: rejected through the whole path, with that reason.
     picky = settings.model_copy(
@@ -225,7 +226,7 @@ def test_retrain_dag_registers_then_rejects_a_degraded_model(
         assert report["models"]["champion"]["version"] == "1"
         assert any("rejected by the gate" in json.dumps(r.body) for r in slack.requests)
         rejected_run = registry.client.get_run(
-            json.loads((run_dirs[-1] / steps.STATE).read_text())["mlflow_run_id"]
+            json.loads((run_dirs[-1] / rundir.STATE).read_text())["mlflow_run_id"]
         )
         assert rejected_run.data.tags[c.TAG_GATE] == "rejected"
 

@@ -29,6 +29,7 @@ from signalops.registry.contracts import CANARY_WEIGHT_TAG, FEATURE_SPEC, MODEL_
 log = logging.getLogger(__name__)
 
 EXPERIMENT_PREFIX = "signalops"
+PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own tag of a nested run
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,29 @@ class Registry:
         )
         return str(runs[0].info.run_id) if runs else None
 
-    def start_run(self, run_name: str, tags: dict[str, str], kind: str | None = None) -> str:
+    def start_run(
+        self,
+        run_name: str,
+        tags: dict[str, str],
+        kind: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> str:
+        """A new run; with ``parent_run_id`` a nested run under it (the MLflow UI folds it)."""
+        if parent_run_id is not None:
+            tags = {**tags, PARENT_RUN_TAG: parent_run_id}
         run = self.client.create_run(self.experiment_id(kind), run_name=run_name, tags=tags)
         return str(run.info.run_id)
+
+    def child_runs(self, parent_run_id: str, kind: str | None = None) -> list[Any]:
+        """The nested runs of ``parent_run_id`` (``mlflow.entities.Run``), oldest first."""
+        return list(
+            self.client.search_runs(
+                [self.experiment_id(kind)],
+                filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'",
+                order_by=["attributes.start_time ASC"],
+                max_results=5000,
+            )
+        )
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -222,6 +243,17 @@ class Registry:
 
     def model_tags(self) -> dict[str, str]:
         return dict(self.client.get_registered_model(self.name).tags or {})
+
+    def model_tag(self, key: str) -> str | None:
+        """One tag of the registered model; None without it (or before the first version)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.model_tags().get(key)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
 
     def set_model_tag(self, key: str, value: str) -> None:
         self.client.set_registered_model_tag(self.name, key, value)

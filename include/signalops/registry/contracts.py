@@ -23,9 +23,13 @@ EVALUATION_MD = "evaluation.md"
 SHAP_JSON = "shap_importance.json"
 SHAP_PLOT = "shap_importance.png"
 PARITY_JSON = "parity.json"
+BEST_PARAMS = "best_params.json"  # a tuned version: its study's best parameters (training.tune)
 
 # Registered-model tag: the share of traffic the sidecar sends to the challenger ("0".."1").
 CANARY_WEIGHT_TAG = "signalops.canary_weight"
+# Registered-model tag per feature set (+ "." + version): the last tuning's best parameters
+# (JSON), which later retrains train with (training.tune).
+TUNED_PARAMS_TAG = "signalops.tuned_params"
 
 # Run and model-version tags.
 TAG_SNAPSHOT = "signalops.data_snapshot"
@@ -39,3 +43,6 @@ TAG_TRAINING_KEY = "signalops.training_key"  # data snapshot + settings: retrain
 TAG_RUN_KEY = "signalops.run_key"  # the Airflow run (or CLI run) that trained it
 TAG_MODEL_VERSION = "signalops.model_version"  # on the run, once registered
 TAG_STATUS_REASON = "signalops.status_reason"
+TAG_PARAMS_SOURCE = "signalops.params_source"  # where the run's hyperparameters came from
+TAG_TRIAL = "signalops.trial"  # a tuning trial's nested run: its number in the study
+TAG_TRIAL_STATE = "signalops.trial_state"  # complete | pruned | failed
