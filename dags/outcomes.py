@@ -6,6 +6,13 @@ from the bars (the training label: close `H` bars after the features' bar above 
 close), into the warehouse table `outcomes`, keyed like the prediction (a rerun adds
 nothing twice). Predictions that have not matured, or whose bars have not landed yet, wait
 for a later run. The canary guards and label drift read live accuracy from here.
+
+Then `explain` stores TreeSHAP explanations of the logged predictions not explained yet
+(oldest first, at most `explain.batch_rows` a run) in `prediction_explanations`: each
+prediction's features are read again from the offline store at its symbol and bar time,
+checked against the logged features hash, and explained by the native XGBoost model of the
+version that scored it (top `explain.top_k` contributions, the rest's sum, the base value
+and the margin). Predictions it cannot explain get a row saying why, so none is read twice.
 """
 
 from __future__ import annotations
@@ -37,7 +44,16 @@ def outcomes() -> None:
         with task_errors():
             return join_outcomes(load_settings())
 
-    join()
+    @task
+    def explain() -> dict:
+        """TreeSHAP contributions of the logged predictions not explained yet (idempotent)."""
+        from signalops.config import load_settings
+        from signalops.explanations import explain_predictions
+
+        with task_errors():
+            return explain_predictions(load_settings())
+
+    join() >> explain()
 
 
 outcomes()

@@ -3,6 +3,7 @@
 python -m signalops.cli collect --start 2026-09-01 --end 2026-09-02
 python -m signalops.cli features --start 2026-09-01 --end 2026-09-02 [--version v2]
 python -m signalops.cli summary
+python -m signalops.cli explain REQUEST_ID | --last 10 [--signal NAME] [--json]
 
 Exit codes: 0 done; 2 bad input or data (the message says what and where); 3 skipped,
 nothing to do, as the DAG's task ends ``skipped`` (retrain: too little data, or this exact
@@ -29,11 +30,14 @@ def _summary(settings: Settings) -> dict[str, Any]:
     from signalops.features.offline_store import OfflineStore
     from signalops.features.online_store import online_store_from_settings
     from signalops.warehouse import Warehouse
+    from signalops.warehouse import explanations as explanation_rows
 
     with Warehouse(settings.warehouse_url) as warehouse:
         warehouse.create_all()
         stats = warehouse.bar_stats()
         predictions = _prediction_counts(warehouse)
+        with warehouse.connect() as conn:
+            explained = explanation_rows.count_by_status(conn)
         drift = _drift_checks(warehouse)
         rollouts = _rollouts(warehouse)
     store = OfflineStore(settings.lake_dir)
@@ -75,6 +79,7 @@ def _summary(settings: Settings) -> dict[str, Any]:
         },
         "registry": _registry_summary(settings),
         "predictions": predictions,
+        "prediction_explanations": explained,
         "drift_checks": drift,
         "rollouts": rollouts,
     }
@@ -118,6 +123,56 @@ def _drift_checks(warehouse: Any) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+def _show(settings: Settings, args: argparse.Namespace) -> int:
+    """The read-only commands: ``summary`` (JSON) and ``explain``."""
+    if args.command == "explain":
+        return _explain(settings, args)
+    print(json.dumps(_summary(settings), indent=2))
+    return 0
+
+
+def _add_explain(sub: Any) -> None:
+    explain = sub.add_parser(
+        "explain",
+        help="show a logged prediction's TreeSHAP explanation (by request id), or the newest "
+        "explained predictions of a signal",
+    )
+    explain.add_argument("request_id", nargs="?", help="the prediction's request id")
+    explain.add_argument("--signal", default=None, help="default: signal_name")
+    explain.add_argument("--last", type=int, default=10, help="how many (no request id)")
+    explain.add_argument("--role", default=None, help="champion, challenger, shadow, pinned")
+    explain.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+def _explain(settings: Settings, args: argparse.Namespace) -> int:
+    """Print explanations: one request's rows, or a signal's newest; 2 when there are none."""
+    from signalops.explanations import format_explanation
+    from signalops.warehouse import Warehouse
+    from signalops.warehouse import explanations as explanation_rows
+
+    signal = args.signal or settings.signal_name
+    with Warehouse(settings.warehouse_url) as warehouse:
+        warehouse.create_all()
+        with warehouse.connect() as conn:
+            if args.request_id:
+                rows = explanation_rows.of_request(conn, args.request_id)
+            else:
+                rows = explanation_rows.newest(conn, signal, max(1, args.last), args.role)
+    if not rows:
+        what = f"request {args.request_id!r}" if args.request_id else f"signal {signal!r}"
+        print(
+            f"no explanations for {what}: not logged, or not explained yet (the outcomes "
+            "DAG's explain task explains new predictions every hour)",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print("\n\n".join(format_explanation(r) for r in rows))
+    return 0
 
 
 def _prediction_counts(warehouse: Any) -> dict[str, int]:
@@ -171,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     retrain.add_argument("--version", default=None, help="feature-set version")
     retrain.add_argument("--force", action="store_true", help="retrain on an already-seen snapshot")
     retrain.add_argument("--run-key", default=None, help="names the run directory")
+    _add_explain(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -182,9 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from signalops.windows import resolve_window
 
-    if args.command == "summary":
-        print(json.dumps(_summary(settings), indent=2))
-        return 0
+    if args.command in ("summary", "explain"):
+        return _show(settings, args)
     if args.command == "retrain":
         from signalops.training.retrain import plan_request, run_all
 

@@ -111,14 +111,9 @@ def _drift_and_docs(settings: Settings) -> None:
     Evidently report and its alert, as the drift_monitor DAG makes them."""
     from signalops.alerts.ledger import deliver
     from signalops.data.collect import extract_bars
-    from signalops.drift.monitor import (
-        drift_alert,
-        load_champion,
-        mark_alerted,
-        read_window,
-        run_check,
-        set_report_path,
-    )
+    from signalops.drift.alert import drift_alert
+    from signalops.drift.monitor import load_champion, read_window, run_check
+    from signalops.drift.records import mark_alerted, set_report_path
     from signalops.drift.report import write_report
     from signalops.validation.gate import gate_bars
 

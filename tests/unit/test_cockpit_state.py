@@ -12,8 +12,9 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from signalops.cockpit import state
-from signalops.cockpit.app import LoginRequired, create_app
+from signalops.cockpit import state, state_registry, state_warehouse
+from signalops.cockpit.app import create_app
+from signalops.cockpit.auth import LoginRequired
 from signalops.config import Settings
 from signalops.rollout.outcomes import live_metrics
 from signalops.warehouse import (
@@ -240,7 +241,7 @@ def test_filled_warehouse(settings: Settings) -> None:
     with Warehouse(settings.warehouse_url) as wh:
         expected = live_metrics(
             settings, wh, SIGNAL, "2", ("champion", "challenger", "shadow"),
-            NOW - state.LIVE_WINDOW, NOW + timedelta(minutes=1),
+            NOW - state_warehouse.LIVE_WINDOW, NOW + timedelta(minutes=1),
         ).as_dict()  # fmt: skip
     assert by_version["2"]["predictions"] == expected["predictions"] == 20
     assert by_version["2"]["accuracy"] == pytest.approx(expected["accuracy"])
@@ -257,7 +258,7 @@ def test_guard_checks_put_each_value_next_to_its_limit(settings: Settings) -> No
         "score_psi": cfg.max_score_psi / 2,
         "step_minutes": 1.0,
     }
-    checks = {g["guard"]: g for g in state.guard_checks(numbers, cfg)}
+    checks = {g["guard"]: g for g in state_warehouse.guard_checks(numbers, cfg)}
     assert {k: g["status"] for k, g in checks.items()} == {
         "challenger predictions at the step": "ok",
         "challenger latency p95 (ms)": "breach",
@@ -270,7 +271,7 @@ def test_guard_checks_put_each_value_next_to_its_limit(settings: Settings) -> No
     }
     latency = checks["challenger latency p95 (ms)"]
     assert latency["limit"] == f"<= {4.0 * cfg.max_latency_ratio + cfg.latency_slack_ms:g}"
-    assert all(g["status"] == "not judged" for g in state.guard_checks({}, cfg))
+    assert all(g["status"] == "not judged" for g in state_warehouse.guard_checks({}, cfg))
 
 
 def test_signal_names_include_the_warehouse(settings: Settings) -> None:
@@ -279,9 +280,9 @@ def test_signal_names_include_the_warehouse(settings: Settings) -> None:
         conn.execute(
             rollouts_table.update().where(rollouts_table.c.id == "r1").values(signal_name="x2")
         )
-    wh = state.open_warehouse(settings)
+    wh = state_warehouse.open_warehouse(settings)
     assert wh is not None
-    assert state.signal_names(settings, wh) == [SIGNAL, "x2"]
+    assert state_warehouse.signal_names(settings, wh) == [SIGNAL, "x2"]
     wh.dispose()
 
 
@@ -302,12 +303,12 @@ def test_evaluation_summary_lists_every_rule() -> None:
         },
         "models": {"challenger": {"version": None, "ml": {"roc_auc": 0.6}, "trading": {}}},
     }  # fmt: skip
-    summary = state.evaluation_summary(report)
+    summary = state_registry.evaluation_summary(report)
     assert summary is not None
     assert [r["name"] for r in summary["rules"]] == ["net_sharpe", "not_worse_than_champion"]
     assert summary["rules"][0]["numbers"] == {"sharpe": -1.0}
     assert summary["models"]["challenger"]["roc_auc"] == 0.6
-    assert state.evaluation_summary(None) is None
+    assert state_registry.evaluation_summary(None) is None
 
 
 # --- the app, with a stand-in for Airflow's get_user -----------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from signalops.cockpit import exporter
+from signalops.cockpit import exporter, exporter_collector, exporter_gauges, exporter_sources
 from signalops.config import Settings
 from signalops.evaluation import metrics as ml
 from signalops.warehouse import Warehouse
@@ -48,7 +48,7 @@ def filled(settings: Settings) -> Settings:
 
 
 def collect(settings: Settings, **kwargs) -> dict:
-    collector = exporter.SignalCollector(settings, clock=lambda: NOW, **kwargs)
+    collector = exporter_collector.SignalCollector(settings, clock=lambda: NOW, **kwargs)
     try:
         body, content_type = exporter.render(collector)
     finally:
@@ -89,7 +89,7 @@ def test_gauges_from_a_filled_warehouse(filled: Settings) -> None:
         for v in [found[(n, labels)]]
     }
     assert status["active"] == 1 and sum(status.values()) == 1
-    assert set(status) == set(exporter.ROLLOUT_STATUSES)
+    assert set(status) == set(exporter_gauges.ROLLOUT_STATUSES)
     assert value(found, "signalops_rollout_status", signal="other", version="7", status="promoted")
 
     # live metrics: the one home of the formulas, within the window only
@@ -141,7 +141,7 @@ def test_dag_ages_only_where_airflow_is(filled: Settings, monkeypatch: pytest.Mo
 def test_in_airflow_means_its_orm_is_configured(tmp_path: Path) -> None:
     """In a fresh process: not before ``import airflow``, which configures the ORM."""
     script = (
-        "from signalops.cockpit import exporter as e; assert not e.in_airflow(); "
+        "from signalops.cockpit import exporter_sources as e; assert not e.in_airflow(); "
         "import airflow; assert e.in_airflow()"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
@@ -177,9 +177,11 @@ def test_a_hung_registry_costs_only_its_gauges(
             release.wait(30)
             return {"champion": "4"}
 
-    monkeypatch.setattr(exporter, "Registry", SlowRegistry)
-    monkeypatch.setattr("signalops.cockpit.state.mlflow_store_exists", lambda settings: True)
-    aliases = exporter._CachedAliases(filled, timeout=0.2)
+    monkeypatch.setattr(exporter_sources, "Registry", SlowRegistry)
+    monkeypatch.setattr(
+        "signalops.cockpit.state_registry.mlflow_store_exists", lambda settings: True
+    )
+    aliases = exporter_sources.CachedAliases(filled, timeout=0.2)
     started = time.monotonic()
     found = collect(filled, aliases=aliases)
     assert time.monotonic() - started < 5

@@ -13,7 +13,8 @@ SEVERITY_COLOR = {"none": "#4c9a2a", "low": "#c9b200", "medium": "#e07b00", "hig
 
 def drift_svg(checks: Sequence[dict[str, Any]], width: int = 760, height: int = 220) -> str:
     """Severity (dots, left axis) and share of drifted features (line, right axis) per
-    checked window, oldest left. ``checks``: rows of ``state.read_drift``, oldest first."""
+    checked window, oldest left. ``checks``: rows of ``state_warehouse.read_drift``, oldest
+    first."""
     left, right, top, bottom = 70, 50, 20, 40
     inner_w, inner_h = width - left - right, height - top - bottom
     times = [datetime.fromisoformat(str(c["window_end"])).timestamp() for c in checks]

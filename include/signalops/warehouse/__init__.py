@@ -4,9 +4,11 @@ No SQL on the warehouse outside this package (tests/unit/test_no_sql_outside_war
 ``schema`` declares the tables; ``core`` holds ``Warehouse`` (the engine, SQLite pragmas)
 and the one ``upsert`` (INSERT .. ON CONFLICT on PostgreSQL and SQLite); one module per
 table (family) holds its queries: ``bars``, ``online_features``, ``predictions`` (reads
-downstream of serving), ``outcomes``, ``drift`` (checks + features), ``rollouts``,
-``alerts`` (alerts + dag_runs). Callers open a connection (``warehouse.connect()`` /
-``warehouse.begin()``) and call those functions, e.g. ``rollouts.active(conn, signal)``.
+downstream of serving), ``scoring_errors`` (failed scorings per version), ``outcomes``,
+``explanations`` (``prediction_explanations``), ``drift`` (checks + features),
+``rollouts``, ``alerts`` (alerts + dag_runs). Callers open a connection
+(``warehouse.connect()`` / ``warehouse.begin()``) and call those functions, e.g.
+``rollouts.active(conn, signal)``.
 """
 
 from signalops.warehouse.bars import UpsertResult
@@ -28,8 +30,10 @@ from signalops.warehouse.schema import (
     metadata,
     online_features_table,
     outcomes_table,
+    prediction_explanations_table,
     predictions_table,
     rollouts_table,
+    scoring_errors_table,
     table_names,
 )
 
@@ -47,8 +51,10 @@ __all__ = [
     "metadata",
     "online_features_table",
     "outcomes_table",
+    "prediction_explanations_table",
     "predictions_table",
     "rollouts_table",
+    "scoring_errors_table",
     "table_names",
     "to_utc",
     "to_utc_series",

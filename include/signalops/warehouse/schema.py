@@ -2,13 +2,14 @@
 
 Timestamps are stored in UTC (``timestamptz`` on PostgreSQL, UTC text on SQLite). The
 queries on each table live beside it in this package (``bars``, ``drift``, ``outcomes``,
-``rollouts``, ``alerts``, ``predictions``, ``online_features``); ``create_all`` is
-idempotent.
+``explanations``, ``rollouts``, ``alerts``, ``predictions``, ``online_features``);
+``create_all`` is idempotent.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -38,15 +39,23 @@ online_features_table = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+
+def prediction_key() -> list[sa.Column[Any]]:
+    """A prediction's key, shared by the tables about predictions: one row per (request,
+    batch row, model that scored it). An ensemble's members and a shadow challenger each get
+    their own row; replays after an outage never duplicate."""
+    return [
+        sa.Column("request_id", sa.String(64), primary_key=True),
+        sa.Column("row_index", sa.Integer, primary_key=True),  # position in a batch request
+        sa.Column("signal_name", sa.String(128), primary_key=True),
+        sa.Column("role", sa.String(16), primary_key=True),  # champion | challenger | shadow
+    ]
+
+
 predictions_table = sa.Table(
     "predictions",
     metadata,
-    # Key: one row per (request, batch row, model that scored it): an ensemble's members and
-    # a shadow challenger each get their own row; replays after an outage never duplicate.
-    sa.Column("request_id", sa.String(64), primary_key=True),
-    sa.Column("row_index", sa.Integer, primary_key=True),  # position in a batch request
-    sa.Column("signal_name", sa.String(128), primary_key=True),
-    sa.Column("role", sa.String(16), primary_key=True),  # champion | challenger | shadow
+    *prediction_key(),
     sa.Column("ts", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("symbol", sa.String(64), nullable=True, index=True),
     sa.Column("model_version", sa.String(32), nullable=False),
@@ -109,10 +118,7 @@ drift_features_table = sa.Table(
 outcomes_table = sa.Table(
     "outcomes",
     metadata,
-    sa.Column("request_id", sa.String(64), primary_key=True),
-    sa.Column("row_index", sa.Integer, primary_key=True),
-    sa.Column("signal_name", sa.String(128), primary_key=True),
-    sa.Column("role", sa.String(16), primary_key=True),
+    *prediction_key(),
     sa.Column("model_version", sa.String(32), nullable=False),
     sa.Column("symbol", sa.String(64), nullable=False),
     sa.Column("ts", sa.DateTime(timezone=True), nullable=False, index=True),  # prediction time
@@ -125,6 +131,45 @@ outcomes_table = sa.Table(
     sa.Column("joined_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Failed scorings per model version (signalops.serving.failures): per minute, signal,
+# version, role, error kind and sidecar worker, the worker's count in that minute (so that a
+# re-sent count replaces itself). No request payload. The canary's error-rate guard divides
+# these by the version's logged predictions plus its failures.
+scoring_errors_table = sa.Table(
+    "scoring_errors",
+    metadata,
+    sa.Column("minute", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("signal_name", sa.String(128), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("role", sa.String(16), primary_key=True),
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("worker", sa.String(64), primary_key=True),
+    sa.Column("status", sa.Integer, nullable=False),  # what the caller got (200: fallback)
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
+# TreeSHAP explanations of logged predictions (key: the prediction's key), from the native
+# XGBoost model of the version that scored them (signalops.explanations): the largest
+# contributions in log-odds, the sum of the others, the base value and the margin
+# (base_value + sum(contributions) + rest = margin); or, with no numbers, why not (status).
+prediction_explanations_table = sa.Table(
+    "prediction_explanations",
+    metadata,
+    *prediction_key(),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("symbol", sa.String(64), nullable=True),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),  # prediction time
+    sa.Column("features_ts", sa.DateTime(timezone=True), nullable=True),
+    # explained | no_bar_time | no_features | hash_mismatch | no_model
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("base_value", sa.Float(53), nullable=True),
+    sa.Column("margin", sa.Float(53), nullable=True),
+    sa.Column("rest", sa.Float(53), nullable=True),
+    sa.Column("contributions", sa.JSON, nullable=True),  # [{feature, value, contribution}]
+    sa.Column("explained_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_prediction_explanations_signal_ts", "signal_name", "ts"),
+)
+
 # Canary rollouts: one active row per signal at most; every transition is in ``history``.
 rollouts_table = sa.Table(
     "rollouts",
@@ -135,7 +180,8 @@ rollouts_table = sa.Table(
     sa.Column("challenger_version", sa.String(32), nullable=False),
     sa.Column("step", sa.Integer, nullable=False),
     sa.Column("weight", sa.Float(53), nullable=False),
-    # active | promoting | promoted | rolling_back | rolled_back | superseded | manual
+    # active | promoting | promoted | watching | done | rolling_back | rolled_back |
+    # superseded | manual (history: every transition, the A/B report's URI)
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
