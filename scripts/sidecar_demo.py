@@ -64,7 +64,8 @@ def main() -> int:
             for p in r["predictions"]:
                 print(
                     f"    /v1/signals {p['symbol']}: p={p['probability']:.4f} {p['signal']} "
-                    f"({r['model']['role']} v{r['model']['version']}, risk {p['risk']['reason']})"
+                    f"({r['model']['role']} v{r['model']['version']}, risk {p['risk']['reason']}, "
+                    f"position {p['risk']['position_size']:+.3f})"
                 )
             width = len(next(m for m in models if m["role"] == "champion")["features"])
             row = [0.0] * width
@@ -81,6 +82,20 @@ def main() -> int:
             print(f"    /v2/models/direction_1h/infer (KServe V2): {v2['outputs'][0]['data']}")
             bad = httpx.post(f"{url}/invocations", json={"instances": [[1.0, "x"]]})
             print(f"    bad input -> {bad.status_code}: {bad.json()['message']}")
+            risk = httpx.get(f"{url}/v1/risk/summary").json()
+            total = risk["total"]
+            print(
+                f"    /v1/risk/summary {risk['day']}: {total['trades_today']} trade(s) today, "
+                f"exposure {total['exposure']:.3f}, realized P&L {total['realized_pnl_today']:+.4f}"
+                f", drawdown {total['drawdown']:.4f}, breaker "
+                f"{'open: ' + total['breaker']['reason'] if total['breaker']['open'] else 'closed'}"
+            )
+            for symbol, one in risk["symbols"].items():
+                breaker = "open" if one["breaker"]["open"] else "closed"
+                print(
+                    f"      {symbol}: {one['trades_today']} trade(s), position "
+                    f"{one['position']:+.3f}, breaker {breaker}"
+                )
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)

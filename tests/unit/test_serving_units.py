@@ -11,7 +11,8 @@ import pytest
 from signalops.config import RiskSettings
 from signalops.serving.inputs import InputError, finite_matrix, records_matrix
 from signalops.serving.pool import LoadedModel, SignalModels
-from signalops.serving.risk import LocalRiskState, RiskGuard
+from signalops.serving.risk import RiskGuard
+from signalops.serving.risk_state import LocalRiskState
 from signalops.serving.routing import bucket, route
 
 

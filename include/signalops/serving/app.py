@@ -133,6 +133,7 @@ def build_app(settings: Settings, sidecar: Sidecar | None = None) -> Starlette:
         get("/openapi.json", None, ep.openapi),
         post("/v1/admin/reload", "admin_reload", admin(ep.reload)),
         post("/v1/admin/risk/reset", "admin_risk_reset", admin(ep.risk_reset)),
+        get("/v1/risk/summary", "risk_summary", ep.risk_summary),
         post("/v1/risk/trade-result", "trade_result", admin(ep.trade_result)),
     ]
 

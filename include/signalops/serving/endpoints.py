@@ -16,7 +16,13 @@ from signalops.onnx_model import INPUT_NAME, OUTPUT_NAME
 from signalops.registry import contracts as c
 from signalops.serving import http
 from signalops.serving.errors import InvalidInput, MalformedRequest, NotReady, RegistryDown
-from signalops.serving.inputs import REQUEST_ID, check_pnl, check_version, finite_matrix
+from signalops.serving.inputs import (
+    REQUEST_ID,
+    SYMBOL,
+    check_pnl,
+    check_version,
+    finite_matrix,
+)
 from signalops.serving.pool import LoadedModel
 from signalops.serving.protocols import mlflow, native, v2
 from signalops.serving.scoring import Blended, Scored
@@ -224,7 +230,11 @@ class Endpoints:
         if not isinstance(body, dict) or "pnl" not in body:
             raise InvalidInput("expected {'pnl': <finite number, fraction of equity>}")
         pnl = check_pnl(body["pnl"], self.cfg.risk.max_trade_pnl)
-        return http.json_response({"state": self.svc.record_trade(pnl)})
+        symbol = SYMBOL.check(body["symbol"], "'symbol'") if "symbol" in body else None
+        return http.json_response({"state": self.svc.record_trade(pnl, symbol)})
+
+    async def risk_summary(self, request: Request) -> Response:
+        return http.json_response(self.svc.risk_summary())
 
     async def risk_reset(self, request: Request) -> Response:
         self.svc.reset_risk()

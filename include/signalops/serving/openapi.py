@@ -299,6 +299,13 @@ def document(settings: Settings, pool: Any) -> dict[str, Any]:
                     "responses": _responses({"type": "object"}, 401, 503),
                 }
             },
+            "/v1/risk/summary": {
+                "get": {
+                    "summary": "The risk guard's state: trades, realized P&L, drawdown, "
+                    "losing streak, exposure and breakers, per symbol and in total",
+                    "responses": _responses({"type": "object"}, 503),
+                }
+            },
             "/v1/risk/trade-result": {
                 "post": {
                     "summary": "Feed a closed trade's result to the risk guard's breakers",
@@ -313,7 +320,11 @@ def document(settings: Settings, pool: Any) -> dict[str, Any]:
                                     "minimum": -cfg.risk.max_trade_pnl,
                                     "maximum": cfg.risk.max_trade_pnl,
                                     "description": "the trade's result, fraction of equity",
-                                }
+                                },
+                                "symbol": SYMBOL.schema(
+                                    description="the symbol traded: its own breaker and "
+                                    "P&L, and its position closes"
+                                ),
                             },
                         }
                     ),

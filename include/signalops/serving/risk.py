@@ -1,212 +1,50 @@
-"""The risk guard: a signal that breaks a rule becomes HOLD, with the rule as its reason.
+"""The risk guard: a signal that breaks a rule becomes HOLD, with the rule as its reason;
+one that passes carries a suggested position size.
 
 Rules (``serving.risk``): minimum confidence; trading hours and days in a timezone; a
-maximum number of trades (BUY/SELL signals let through) per day; a circuit breaker on the
-day's loss, the drawdown from the equity peak, and consecutive losing trades, fed by
-``POST /v1/risk/trade-result``. State lives in Redis when ``online_store.redis_url`` is
-set (shared by every worker process), else in this process.
+maximum number of trades (BUY/SELL signals let through) per day; circuit breakers, for the
+account and for each symbol, on the day's loss, the drawdown from the equity peak and
+consecutive losing trades, fed by ``POST /v1/risk/trade-result`` and closed again by an
+admin reset or, with ``breaker_cooldown_s``, on their own; exposure limits per symbol and
+in total. Sizing: the edge (``2 * confidence - 1``) times the volatility target over the
+row's volatility (when both are known), capped by ``max_position_size``; a position counts
+against the exposure limits until the symbol's trade result closes it, the next signal on
+the symbol replaces it, or ``position_ttl_s`` passes.
+
+State (``risk_state``) lives in Redis when ``online_store.redis_url`` is set (shared by
+every worker process), else in this process.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from datetime import datetime, time
-from typing import Any, Protocol
+from datetime import UTC, datetime, time
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from signalops.config import RiskSettings
+from signalops.serving.risk_state import RiskState, scoped, symbols_in
+
+NO_SYMBOL = "-"  # the scope of a row that names no symbol (/invocations, V2)
 
 
 @dataclass(frozen=True)
 class RiskDecision:
     allowed: bool
     reason: str  # "ok" or the rule that blocked it
+    size: float = 0.0  # suggested position, fraction of equity (signed: SELL < 0)
 
     def as_text(self) -> str:
         return "allowed" if self.allowed else f"blocked: {self.reason}"
 
 
-class RiskState(Protocol):
-    def get(self, day: str) -> dict[str, float]: ...
-    def incr_trades(self, day: str, by: int) -> int: ...
-    def record_trade(self, day: str, pnl: float) -> dict[str, float]: ...
-    def reset(self, day: str) -> None: ...
+@dataclass(frozen=True)
+class Trip:
+    """A breaker that is open: whose, why, since when (0: not noted yet)."""
 
-
-class LocalRiskState:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._days: dict[str, dict[str, float]] = {}
-        self._equity = {"equity": 0.0, "peak": 0.0, "consecutive_losses": 0.0}
-
-    def _day(self, day: str) -> dict[str, float]:
-        return self._days.setdefault(day, {"trades": 0.0, "pnl": 0.0})
-
-    def get(self, day: str) -> dict[str, float]:
-        with self._lock:
-            return {**self._day(day), **self._equity}
-
-    def incr_trades(self, day: str, by: int) -> int:
-        with self._lock:
-            self._day(day)["trades"] += by
-            return int(self._day(day)["trades"])
-
-    def record_trade(self, day: str, pnl: float) -> dict[str, float]:
-        with self._lock:
-            self._day(day)["pnl"] += pnl
-            e = self._equity
-            e["equity"] += pnl
-            e["peak"] = max(e["peak"], e["equity"])
-            e["consecutive_losses"] = e["consecutive_losses"] + 1 if pnl < 0 else 0.0
-            return {**self._day(day), **e}
-
-    def reset(self, day: str) -> None:
-        with self._lock:
-            self._days.pop(day, None)
-            self._equity = {"equity": 0.0, "peak": 0.0, "consecutive_losses": 0.0}
-
-
-class RedisRiskState:
-    """The same state in Redis hashes: ``<prefix>:risk:day:<day>`` and ``<prefix>:risk:equity``."""
-
-    _RECORD = """
-    local day, eq = KEYS[1], KEYS[2]
-    local pnl = tonumber(ARGV[1])
-    redis.call('HINCRBYFLOAT', day, 'pnl', pnl)
-    redis.call('EXPIRE', day, 172800)
-    local equity = tonumber(redis.call('HINCRBYFLOAT', eq, 'equity', pnl))
-    local peak = tonumber(redis.call('HGET', eq, 'peak') or '0')
-    if equity > peak then redis.call('HSET', eq, 'peak', tostring(equity)) end
-    if pnl < 0 then redis.call('HINCRBY', eq, 'consecutive_losses', 1)
-    else redis.call('HSET', eq, 'consecutive_losses', 0) end
-    return 1
-    """
-
-    def __init__(self, url: str, prefix: str):
-        import redis
-
-        # Short timeouts: a request must not hang on a Redis that is gone.
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self.prefix = prefix
-        self._record = self.client.register_script(self._RECORD)
-
-    def _keys(self, day: str) -> tuple[str, str]:
-        return f"{self.prefix}:risk:day:{day}", f"{self.prefix}:risk:equity"
-
-    def get(self, day: str) -> dict[str, float]:
-        day_key, eq_key = self._keys(day)
-        with self.client.pipeline() as pipe:
-            pipe.hgetall(day_key)
-            pipe.hgetall(eq_key)
-            day_values, eq_values = pipe.execute()
-        out = {"trades": 0.0, "pnl": 0.0, "equity": 0.0, "peak": 0.0, "consecutive_losses": 0.0}
-        for raw in (day_values, eq_values):
-            out.update({k.decode(): float(v) for k, v in raw.items()})
-        return out
-
-    def incr_trades(self, day: str, by: int) -> int:
-        day_key, _ = self._keys(day)
-        with self.client.pipeline() as pipe:
-            pipe.hincrby(day_key, "trades", by)
-            pipe.expire(day_key, 172800)
-            return int(pipe.execute()[0])
-
-    def record_trade(self, day: str, pnl: float) -> dict[str, float]:
-        self._record(keys=list(self._keys(day)), args=[repr(float(pnl))])
-        return self.get(day)
-
-    def reset(self, day: str) -> None:
-        self.client.delete(*self._keys(day))
-
-
-class CachedRiskState:
-    """Shared (Redis) state without a network round trip on the request path.
-
-    Reads come from a snapshot that a background thread refreshes every ``refresh_s``;
-    trade counts are added locally and pushed with one HINCRBY per refresh. So the shared
-    limits hold across worker processes to within one refresh interval, and a request never
-    waits on Redis (waiting there also costs a GIL hand-back from other threads).
-    """
-
-    def __init__(self, inner: RiskState, refresh_s: float = 0.1, health: Any = None):
-        self.inner = inner
-        self.refresh_s = refresh_s
-        self.health = health  # a serving.health.Dependency: told up or down after each sync
-        self._lock = threading.Lock()
-        self._snapshot: dict[str, dict[str, float]] = {}
-        self._pending: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="risk-state", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.refresh_s):
-            try:
-                self.sync()
-            except Exception as exc:  # Redis down: keep the last snapshot, retry
-                if self.health is not None:
-                    self.health.failed(exc)  # logs the change once, not every 100 ms
-                else:
-                    import logging
-
-                    logging.getLogger(__name__).warning("risk state: sync failed: %s", exc)
-            else:
-                if self.health is not None:
-                    self.health.ok()
-
-    def sync(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        try:
-            for day in list(pending):
-                self.inner.incr_trades(day, pending[day])
-                del pending[day]
-        finally:  # Redis down: the counts not pushed wait for the next sync
-            if pending:
-                with self._lock:
-                    for day, by in pending.items():
-                        self._pending[day] = self._pending.get(day, 0) + by
-        days = set(self._snapshot) | set(pending)
-        fresh = {day: self.inner.get(day) for day in days}
-        with self._lock:
-            self._snapshot.update(fresh)
-
-    def _known(self, day: str) -> dict[str, float]:
-        snap = self._snapshot.get(day)
-        if snap is None:  # first request of a day in this process: one blocking read
-            snap = self.inner.get(day)
-            with self._lock:
-                self._snapshot[day] = snap
-        return snap
-
-    def get(self, day: str) -> dict[str, float]:
-        snap = dict(self._known(day))
-        snap["trades"] += self._pending.get(day, 0)
-        return snap
-
-    def incr_trades(self, day: str, by: int) -> int:
-        with self._lock:
-            self._pending[day] = self._pending.get(day, 0) + by
-        return int(self.get(day)["trades"])
-
-    def record_trade(self, day: str, pnl: float) -> dict[str, float]:
-        state = self.inner.record_trade(day, pnl)
-        with self._lock:
-            self._snapshot[day] = dict(state)
-        return self.get(day)
-
-    def reset(self, day: str) -> None:
-        self.sync()
-        self.inner.reset(day)
-        with self._lock:
-            self._snapshot.pop(day, None)
-            self._pending.pop(day, None)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sync()
+    symbol: str | None
+    reason: str
+    tripped_at: float
 
 
 class RiskGuard:
@@ -238,54 +76,195 @@ class RiskGuard:
         self._calendar_cache = (second, local.date().isoformat(), rule)
         return self._calendar_cache[1], rule
 
+    # -- the request path ---------------------------------------------------------------
+
     def check(
-        self, signals: list[str], confidences: list[float], now: datetime
+        self,
+        signals: list[str],
+        confidences: list[float],
+        now: datetime,
+        symbols: list[str | None] | None = None,
+        volatilities: list[float] | None = None,
     ) -> list[RiskDecision]:
-        """Decide for each BUY/SELL signal; HOLD passes through as allowed."""
+        """Decide for each BUY/SELL signal (HOLD passes through as allowed, size 0) and
+        size the ones let through."""
         cfg = self.settings
         day, market_rule = self._calendar(now)
         state = self.state.get(day)
-        breaker = self.breaker(state)
+        account_breaker = self.breaker(state)
+        stamp = now.timestamp()
+        positions = self._open_positions(state, stamp)
         decisions = []
         trades = int(state["trades"])
-        wanted = 0
-        for signal, confidence in zip(signals, confidences, strict=True):
+        new_trades: dict[str, int] = {}
+        new_positions: dict[str, tuple[float, float]] = {}
+        for i, (signal, confidence) in enumerate(zip(signals, confidences, strict=True)):
+            symbol = (symbols[i] if symbols else None) or NO_SYMBOL
             if signal == "HOLD":
                 decisions.append(RiskDecision(True, "ok"))
-            elif confidence < cfg.min_confidence:
-                decisions.append(
-                    RiskDecision(False, f"confidence {confidence:.3f} < {cfg.min_confidence}")
-                )
-            elif market_rule or breaker:
-                decisions.append(RiskDecision(False, str(market_rule or breaker)))
-            elif trades + wanted >= cfg.max_trades_per_day:
-                decisions.append(
-                    RiskDecision(False, f"max trades per day ({cfg.max_trades_per_day}) reached")
-                )
-            else:
-                wanted += 1
-                decisions.append(RiskDecision(True, "ok"))
-        if wanted:
-            self.state.incr_trades(day, wanted)
+                continue
+            blocked = (
+                f"confidence {confidence:.3f} < {cfg.min_confidence}"
+                if confidence < cfg.min_confidence
+                else market_rule or account_breaker or self.breaker(state, symbol)
+            )
+            if not blocked and trades + sum(new_trades.values()) >= cfg.max_trades_per_day:
+                blocked = f"max trades per day ({cfg.max_trades_per_day}) reached"
+            size = 0.0
+            if not blocked:
+                vol = volatilities[i] if volatilities else None
+                size, blocked = self._size(confidence, vol, symbol, positions)
+            if blocked:
+                decisions.append(RiskDecision(False, blocked))
+                continue
+            signed = size if signal == "BUY" else -size
+            positions[symbol] = signed
+            new_positions[symbol] = (signed, stamp)
+            new_trades[symbol] = new_trades.get(symbol, 0) + 1
+            decisions.append(RiskDecision(True, "ok", signed))
+        if new_trades:
+            self.state.commit(day, {"": sum(new_trades.values()), **new_trades}, new_positions)
         return decisions
 
-    def breaker(self, state: dict[str, float]) -> str | None:
-        """Why the circuit breaker is open for this day's state (None: closed)."""
+    def _size(
+        self, confidence: float, vol: float | None, symbol: str, positions: dict[str, float]
+    ) -> tuple[float, str | None]:
+        """(suggested size, None) or (0, the exposure rule that leaves no room)."""
         cfg = self.settings
-        if state["pnl"] <= -cfg.max_daily_loss:
-            return f"circuit breaker: daily loss {state['pnl']:.4f} <= -{cfg.max_daily_loss}"
-        if state["peak"] - state["equity"] >= cfg.max_drawdown:
-            drawdown = state["peak"] - state["equity"]
-            return f"circuit breaker: drawdown {drawdown:.4f} >= {cfg.max_drawdown}"
-        if state["consecutive_losses"] >= cfg.max_consecutive_losses:
-            return f"circuit breaker: {int(state['consecutive_losses'])} consecutive losses"
+        size = max(0.0, 2 * confidence - 1)
+        if cfg.volatility_target is not None and vol is not None and vol > 0:
+            size *= cfg.volatility_target / vol
+        size = min(size, cfg.max_position_size)
+        if cfg.max_symbol_exposure is not None:
+            size = min(size, cfg.max_symbol_exposure)
+        if cfg.max_total_exposure is not None:
+            others = sum(abs(v) for s, v in positions.items() if s != symbol)
+            room = cfg.max_total_exposure - others
+            if room <= 0 or room < cfg.min_position_size:
+                return 0.0, (
+                    f"total exposure {others:.4f} leaves no room under "
+                    f"{cfg.max_total_exposure} (min position {cfg.min_position_size})"
+                )
+            size = min(size, room)
+        if size < cfg.min_position_size:
+            return 0.0, f"position size {size:.4f} < {cfg.min_position_size}"
+        return round(size, 6), None
+
+    def _open_positions(self, state: dict[str, float], now: float) -> dict[str, float]:
+        """symbol -> signed size of the positions that still count against exposure."""
+        ttl = self.settings.position_ttl_s
+        out = {}
+        for symbol in symbols_in(state):
+            size = state.get(scoped("pos", symbol), 0.0)
+            if size and (ttl is None or now - state.get(scoped("pos_ts", symbol), 0.0) < ttl):
+                out[symbol] = size
+        return out
+
+    # -- breakers -----------------------------------------------------------------------
+
+    def breaker(self, state: dict[str, float], symbol: str | None = None) -> str | None:
+        """Why the account's (or ``symbol``'s) circuit breaker is open (None: closed)."""
+        cfg = self.settings
+        whose = f" ({symbol})" if symbol else ""
+        loss = state.get(scoped("pnl", symbol), 0.0) - state.get(scoped("pnl_base", symbol), 0.0)
+        if loss <= -cfg.max_daily_loss:
+            return f"circuit breaker{whose}: daily loss {loss:.4f} <= -{cfg.max_daily_loss}"
+        drawdown = state.get(scoped("peak", symbol), 0.0) - state.get(scoped("equity", symbol), 0.0)
+        if drawdown >= cfg.max_drawdown:
+            return f"circuit breaker{whose}: drawdown {drawdown:.4f} >= {cfg.max_drawdown}"
+        losses = state.get(scoped("consecutive_losses", symbol), 0.0)
+        if losses >= cfg.max_consecutive_losses:
+            return f"circuit breaker{whose}: {int(losses)} consecutive losses"
         return None
+
+    def trips(self, state: dict[str, float]) -> list[Trip]:
+        """Every open breaker, the account's first."""
+        out = []
+        for symbol in [None, *symbols_in(state)]:
+            reason = self.breaker(state, symbol)
+            if reason:
+                out.append(Trip(symbol, reason, state.get(scoped("tripped_at", symbol), 0.0)))
+        return out
 
     def breaker_now(self, now: datetime) -> str | None:
         return self.breaker(self.state.get(self.day(now)))
 
-    def trade_result(self, pnl: float, now: datetime) -> dict[str, Any]:
-        return self.state.record_trade(self.day(now), pnl)
+    def trade_result(self, pnl: float, now: datetime, symbol: str | None = None) -> dict[str, Any]:
+        return self.state.record_trade(self.day(now), pnl, symbol)
 
     def reset(self, now: datetime) -> None:
         self.state.reset(self.day(now))
+
+    def due_cooldowns(self, now: datetime) -> list[Trip]:
+        """The open breakers whose cooldown has run, closed here (each by one worker only:
+        the ones this call closed are returned); trips of breakers that closed on their own
+        (a new trading day) forgotten, so that the next trip alerts again."""
+        cooldown = self.settings.breaker_cooldown_s
+        day = self.day(now)
+        closed = []
+        state = self.state.get(day)
+        for symbol in [None, *symbols_in(state)]:  # closed without a cooldown: a new day
+            tripped = state.get(scoped("tripped_at", symbol), 0.0)
+            if tripped and self.breaker(state, symbol) is None:
+                self.state.clear_trip(symbol, tripped)
+        if cooldown is None:
+            return []
+        for trip in self.trips(state):
+            due = trip.tripped_at and now.timestamp() - trip.tripped_at >= cooldown
+            if due and self.state.cool_down(day, trip.symbol, trip.tripped_at):
+                closed.append(trip)
+        return closed
+
+    # -- the summary --------------------------------------------------------------------
+
+    def summary(self, now: datetime) -> dict[str, Any]:
+        """Trades, realized P&L, drawdown, losing streak, exposure and breaker per symbol
+        and for the account (``GET /v1/risk/summary``)."""
+        cfg = self.settings
+        day, market_rule = self._calendar(now)
+        state = self.state.get(day)
+        positions = self._open_positions(state, now.timestamp())
+
+        def scope(symbol: str | None) -> dict[str, Any]:
+            def f(name: str) -> float:
+                return state.get(scoped(name, symbol), 0.0)
+
+            tripped = f("tripped_at")
+            reason = self.breaker(state, symbol)
+            resets = (
+                tripped + cfg.breaker_cooldown_s
+                if reason and tripped and cfg.breaker_cooldown_s is not None
+                else None
+            )
+            out: dict[str, Any] = {
+                "trades_today": int(f("trades")),
+                "realized_pnl_today": f("pnl"),
+                "equity": f("equity"),
+                "drawdown": f("peak") - f("equity"),
+                "consecutive_losses": int(f("consecutive_losses")),
+                "breaker": {
+                    "open": reason is not None,
+                    "reason": reason,
+                    "tripped_at": _iso(tripped) if reason and tripped else None,
+                    "cooldown_s": cfg.breaker_cooldown_s,
+                    "resets_at": _iso(resets) if resets else None,
+                },
+            }
+            if symbol is None:
+                out["exposure"] = round(sum(abs(v) for v in positions.values()), 6)
+            else:
+                out["position"] = positions.get(symbol, 0.0)
+            return out
+
+        return {
+            "day": day,
+            "timezone": cfg.timezone,
+            "market": {"open": market_rule is None, "reason": market_rule},
+            "total": scope(None),
+            "symbols": {s: scope(s) for s in symbols_in(state)},
+            "limits": cfg.model_dump(mode="json"),
+        }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")

@@ -39,6 +39,7 @@ class Scored:
     final: list[str]  # BUY/SELL/HOLD after the risk guard
     decisions: list[RiskDecision]
     stamps: list[Any] | None
+    volatilities: list[float] | None  # the risk guard's sizing input, where the model has it
 
 
 @dataclass
@@ -88,9 +89,11 @@ class Scorer:
                 raise
             # The challenger cannot read this input (another feature set): champion answers.
             failed = metrics.child(metrics.prediction_errors, signal, model.version, role, "input")
+            lost = (model.version, role)
             model, role = champion, "champion"
             x, stamps = provide(model)
             failed.inc(len(x))
+            svc.failures.record(signal, *lost, "input", len(x))
         if len(x) > self.cfg.max_batch_rows:
             raise TooLarge(f"{len(x)} rows exceed serving.max_batch_rows {self.cfg.max_batch_rows}")
         try:
@@ -99,8 +102,10 @@ class Scorer:
             metrics.child(metrics.prediction_errors, signal, model.version, role, "predict").inc(
                 len(x)
             )
+            svc.failures.record(signal, model.version, role, "predict", len(x))
             raise
-        final, decisions = self.decide(p, apply_risk)
+        volatilities = self.volatilities(model, x)
+        final, decisions = self.decide(p, apply_risk, symbols, volatilities)
         latency_ms = (time.perf_counter() - started) * 1000
         self.log_rows(
             request_id, model, role, x, p, symbols, final, [d.as_text() for d in decisions],
@@ -114,10 +119,14 @@ class Scorer:
                 xs, stamps_s = (x, stamps) if same else provide(shadow)
             except InputError as exc:
                 metrics.child(metrics.errors, "shadow", exc.kind).inc()
+                metrics.child(
+                    metrics.prediction_errors, signal, shadow.version, "shadow", "input"
+                ).inc(len(x))
+                svc.failures.record(signal, shadow.version, "shadow", "input", len(x))
             else:
                 # Off the request path: batched with other requests' shadow rows.
                 svc.shadow.submit(shadow, xs, request_id, symbols, stamps_s)
-        return Scored(model, role, p, final, decisions, stamps)
+        return Scored(model, role, p, final, decisions, stamps, volatilities)
 
     def blend(
         self,
@@ -133,12 +142,14 @@ class Scorer:
         weighted: np.ndarray | None = None
         total = 0.0
         stamps: list[Any] | None = None
+        volatilities: list[float] | None = None
         for member, weight in ensemble.members.items():
             scored = self.serve(member, provide, symbols, key, request_id, started, False)
             vote = scored.p if ensemble.method == "average" else (scored.p > 0.5).astype(float)
             weighted = vote * weight if weighted is None else weighted + vote * weight
             total += weight
             stamps = stamps or scored.stamps
+            volatilities = volatilities or scored.volatilities
             members.append(
                 {
                     "name": member,
@@ -150,13 +161,25 @@ class Scorer:
             )
         assert weighted is not None
         p = weighted / total
-        final, decisions = self.decide(p)
+        final, decisions = self.decide(p, True, symbols, volatilities)
         return Blended(members, p, final, decisions, stamps)
 
+    def volatilities(self, model: LoadedModel, x: np.ndarray) -> list[float] | None:
+        """Each row's volatility feature (``risk.volatility_feature``), for sizing."""
+        name = self.cfg.risk.volatility_feature
+        if self.cfg.risk.volatility_target is None or name not in model.feature_names:
+            return None
+        return [float(v) for v in x[:, model.feature_names.index(name)]]
+
     def decide(
-        self, p: np.ndarray, apply_risk: bool = True
+        self,
+        p: np.ndarray,
+        apply_risk: bool = True,
+        symbols: list[str | None] | None = None,
+        volatilities: list[float] | None = None,
     ) -> tuple[list[str], list[RiskDecision]]:
-        """BUY/SELL/HOLD per row, through the risk guard (a blocked signal becomes HOLD)."""
+        """BUY/SELL/HOLD per row, through the risk guard (a blocked signal becomes HOLD;
+        one let through carries its suggested size)."""
         label = self.cfg.label
         values = p.tolist()
         labels = [label(v) for v in values]
@@ -166,7 +189,8 @@ class Scorer:
         risk = self.svc.risk
         try:  # the check reads a snapshot: the state's own sync says when Redis is back
             decisions = self.svc.dependencies["risk_state"].call(
-                lambda: risk.check(labels, confidences, datetime.now(UTC)), mark_up=False
+                lambda: risk.check(labels, confidences, datetime.now(UTC), symbols, volatilities),
+                mark_up=False,
             )
         except DependencyDown:  # fail closed: with the limits unknown, nothing trades
             blocked = RiskDecision(False, "risk state unavailable")

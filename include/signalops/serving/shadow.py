@@ -62,7 +62,17 @@ class ShadowScorer:
         for items in by_model.values():
             model = items[0][0]
             started = time.perf_counter()
-            p_all = model.predict(np.concatenate([it[1] for it in items]))
+            try:
+                p_all = model.predict(np.concatenate([it[1] for it in items]))
+            except Exception:  # counted against the shadow version; serving goes on
+                rows = sum(len(it[1]) for it in items)
+                metrics = scorer.metrics
+                metrics.child(
+                    metrics.prediction_errors, model.signal, model.version, "shadow", "predict"
+                ).inc(rows)
+                scorer.svc.failures.record(model.signal, model.version, "shadow", "predict", rows)
+                log.exception("shadow scoring of %s v%s failed", model.signal, model.version)
+                continue
             per_row_ms = (time.perf_counter() - started) * 1000 / max(1, len(p_all))
             offset = 0
             for _, x, request_id, symbols, stamps in items:

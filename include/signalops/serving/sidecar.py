@@ -16,6 +16,7 @@ from typing import Any
 from signalops.alerts.ledger import notify
 from signalops.config import Settings
 from signalops.serving.errors import NotReady, UnknownModel, UnknownVersion
+from signalops.serving.failures import FailureCounts
 from signalops.serving.health import Dependency, first_line, is_outage
 from signalops.serving.online import OnlineFeatures
 from signalops.serving.pool import LoadedModel, ModelPool, SignalModels
@@ -33,11 +34,11 @@ class Sidecar:
     def __init__(self, settings: Settings, start_background: bool = True):
         from signalops.serving.metrics import Metrics
         from signalops.serving.predlog import PredictionLogClient
-        from signalops.serving.risk import (
+        from signalops.serving.risk import RiskGuard
+        from signalops.serving.risk_state import (
             CachedRiskState,
             LocalRiskState,
             RedisRiskState,
-            RiskGuard,
             RiskState,
         )
 
@@ -58,6 +59,7 @@ class Sidecar:
             self.cfg.log_flush_interval_s,
             on_stats=self._log_stats,
         )
+        self.failures = FailureCounts(settings.warehouse_url, start=start_background)
         redis_url = settings.online_store.redis_url
         store = "Redis" if redis_url else "the warehouse database"
         self.dependencies = {
@@ -126,6 +128,7 @@ class Sidecar:
         self._alerts.shutdown(wait=True)  # alerts already raised are still sent
         self.shadow.close()
         self.predlog.close()
+        self.failures.close()
         self.metrics.close()
         close = getattr(self.risk.state, "close", None)
         if close is not None:
@@ -138,7 +141,7 @@ class Sidecar:
         self.metrics.log_depth.set(stats.get("depth", 0))
         self.metrics.spilled.set(stats.get("spilled", 0))
         with contextlib.suppress(Exception):  # the risk store is down: its dependency says so
-            self.metrics.breaker_open.set(1 if self.risk.breaker_now(datetime.now(UTC)) else 0)
+            self._risk_tick(datetime.now(UTC))
         self._spill_alerts(int(stats.get("spilled", 0)), int(stats.get("replayed", 0)))
         self.metrics.reloads.set(self.pool.stats.reloads)
         dead = int(stats.get("dead_lettered", 0))
@@ -239,43 +242,68 @@ class Sidecar:
             raise NotReady(f"no model loaded yet for {signal!r}")
         return models
 
-    def record_trade(self, pnl: float) -> dict[str, float]:
+    def record_trade(self, pnl: float, symbol: str | None = None) -> dict[str, float]:
         now = datetime.now(UTC)
-        before = self.dependencies["risk_state"].call(lambda: self.risk.breaker_now(now))
-        state = self.dependencies["risk_state"].call(lambda: self.risk.trade_result(pnl, now))
-        after = self.risk.breaker(state)
-        if after and not before:  # this trade tripped it: one alert per breaker and day
+        risk = self.risk
+        state = self.dependencies["risk_state"].call(lambda: risk.trade_result(pnl, now, symbol))
+        for trip in risk.trips(state):
+            # Noted once across workers: the one that notes a trip sends its one alert.
+            if trip.tripped_at or not risk.state.mark_tripped(trip.symbol, now.timestamp()):
+                continue
             self.metrics.breaker_open.set(1)
-            day = self.risk.day(now)
+            cooldown = self.cfg.risk.breaker_cooldown_s
+            until = (
+                f"for {cooldown:g} s (serving.risk.breaker_cooldown_s)"
+                if cooldown is not None
+                else "until POST /v1/admin/risk/reset"
+                + (" or the next trading day" if "daily loss" in trip.reason else "")
+            )
+            whose = f"{trip.symbol}'s" if trip.symbol else "all"
             self._alert(
                 "signalops: risk circuit breaker tripped",
-                f"{after}. BUY/SELL signals are held for the rest of the trading day "
-                f"{day} (or until POST /v1/admin/risk/reset).",
+                f"{trip.reason}. {whose} BUY/SELL signals are held {until}. "
+                "GET /v1/risk/summary shows the state.",
                 kind="risk_breaker_tripped",
-                key=f"{self.settings.signal_name}:{day}",
+                key=f"{self.settings.signal_name}:{trip.symbol or '*'}:{now.timestamp():.3f}",
                 window=timedelta(days=1),
             )
         return {k: float(v) for k, v in state.items()}
 
+    def _risk_tick(self, now: datetime) -> None:
+        """About once a second: the breaker gauge, and breakers whose cooldown has run
+        closed (by one worker; that one says so)."""
+        for trip in self.risk.due_cooldowns(now):
+            self._alert(
+                "signalops: risk circuit breaker closed after its cooldown",
+                f"{trip.reason} (tripped {datetime.fromtimestamp(trip.tripped_at, UTC):%H:%M:%S}"
+                f" UTC). {'Its' if trip.symbol else 'All'} BUY/SELL signals flow again; its "
+                "losing streak, drawdown and the day's loss count from now.",
+                kind="risk_breaker_reset",
+                key=f"{self.settings.signal_name}:{trip.symbol or '*'}:{trip.tripped_at:.3f}",
+                window=timedelta(days=1),
+                severity="info",
+            )
+        state = self.risk.state.get(self.risk.day(now))
+        self.metrics.breaker_open.set(1 if self.risk.trips(state) else 0)
+
+    def risk_summary(self) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        return self.dependencies["risk_state"].call(lambda: self.risk.summary(now))
+
     def reset_risk(self) -> None:
         now = datetime.now(UTC)
-        before = self.dependencies["risk_state"].call(lambda: self.risk.breaker_now(now))
-        self.dependencies["risk_state"].call(lambda: self.risk.reset(now))
+        risk = self.risk
+        trips = self.dependencies["risk_state"].call(
+            lambda: risk.trips(risk.state.get(risk.day(now)))
+        )
+        self.dependencies["risk_state"].call(lambda: risk.reset(now))
         self.metrics.breaker_open.set(0)
-        if before:
-            from signalops.alerts.ledger import resolve
-
-            # the next trip today is a new episode: alerted again
-            self._alerts.submit(
-                resolve,
-                self.settings,
-                kind="risk_breaker_tripped",
-                key=f"{self.settings.signal_name}:{self.risk.day(now)}",
-            )
+        if trips:  # each trip alerted under its own key: the next trip is a new episode
+            was = "; ".join(t.reason for t in trips)
             self._alert(
                 "signalops: risk circuit breaker reset",
-                f"The risk state of {self.risk.day(now)} was reset by an admin "
-                f"(was: {before}); BUY/SELL signals flow again.",
+                f"The risk state of {risk.day(now)} was reset by an admin "
+                f"(was: {was}); BUY/SELL signals flow again.",
                 kind="risk_breaker_reset",
                 key=f"{self.settings.signal_name}:{now.isoformat(timespec='seconds')}",
                 window=timedelta(minutes=1),

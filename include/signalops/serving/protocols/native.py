@@ -102,6 +102,7 @@ def render(req: SignalsRequest, result: Scored | Blended, latency_ms: float) -> 
                 "risk": {
                     "allowed": result.decisions[i].allowed,
                     "reason": result.decisions[i].reason,
+                    "position_size": result.decisions[i].size,
                 },
                 "features_ts": stamps[i].isoformat() if stamps else None,
                 "features_stale": stale,
