@@ -9,10 +9,16 @@ Moves a registered `challenger` through the rollout steps (`rollout.steps`, defa
 * **tick** starts a rollout for a new challenger (a newer one supersedes a running rollout,
   recorded), judges the current step on live data (latency p95 and score distribution
   against the champion; shadow agreement; live accuracy and log loss once enough outcomes
-  matured, one-sided tests), advances after `rollout.min_step_minutes` with
-  `rollout.min_predictions`, promotes at 100% (`champion` moves, the old one becomes
-  `previous-champion`, `challenger` is removed) or rolls back at once on a breach. Every
-  transition is a row update in `rollouts` with its numbers and a Slack message.
+  matured, one-sided tests; the error rate from the sidecar's failed scorings against
+  the champion's, `rollout.max_error_rate_excess`), advances after
+  `rollout.min_step_minutes` with `rollout.min_predictions`, promotes at 100% (`champion`
+  moves, the old one becomes `previous-champion`, `challenger` is removed) or rolls back
+  at once on a breach. Every transition is a row update in `rollouts` with its numbers and
+  a Slack message; a finished rollout's A/B report goes to the challenger's MLflow run
+  (`ab_report/`), linked from the row;
+* after a promotion, **tick** watches the new champion for `rollout.watch_hours` (status
+  `watching`): the same guards against the previous champion's record; a breach moves
+  `champion` back, else the watch ends `done`.
 
 A run killed mid-transition is completed (or reverted) by the next one.
 """

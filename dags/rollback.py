@@ -2,10 +2,11 @@
 ### Rollback (manual)
 
 Sets the `champion` alias back to `previous-champion`, or to the version chosen in the
-form, records it in `rollouts` (status `manual`) and alerts. A rollout in progress ends as
-rolled back (its weight goes to 0). The sidecar polls the aliases and serves the restored
-version within its poll interval (`serving.poll_interval_s`, 5 s): measured from this DAG's
-alias change to the first response by that version, see the README.
+form, records it in `rollouts` (status `manual`) and alerts. A rollout in progress, or a
+new champion's watch, ends as rolled back (its weight goes to 0). The sidecar polls the
+aliases and serves the restored version within its poll interval
+(`serving.poll_interval_s`, 5 s): measured from this DAG's alias change to the first
+response by that version, see the README.
 """
 
 from __future__ import annotations

@@ -7,7 +7,14 @@ same recipe, retrained) advances through every step and is promoted; a run kille
 writing "promoting" and moving the aliases is repaired by the next run; a bad challenger
 (trained on sign-flipped features: good on its own holdout, wrong live) is rolled back at
 the shadow step, as soon as the guards can judge. A manual rollback
-restores the previous champion and the sidecar serves it on its own (no reload)."""
+restores the previous champion and the sidecar serves it on its own (no reload).
+
+A promoted challenger is watched (``rollout.watch_hours``): the good one ends its watch
+``done``; the bad one, promoted by a canary whose outcomes had not matured, is rolled back
+during its watch. A challenger that cannot read a share of the requests routed to it
+(another feature list; the sidecar records the failures) is rolled back on its error rate
+at the first step that judges it. Each finished rollout's A/B report is on the
+challenger's MLflow run, linked from its row."""
 
 from __future__ import annotations
 
@@ -108,6 +115,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "SIGNALOPS_ROLLOUT__MIN_OUTCOMES": "300",
             # Latency is judged in the unit tests; here other tests share the CPU.
             "SIGNALOPS_ROLLOUT__MAX_LATENCY_RATIO": "20",
+            "SIGNALOPS_ROLLOUT__WATCH_HOURS": "1",
             # Permissive risk limits: the guard must not turn signals into HOLDs here.
             "SIGNALOPS_SERVING__RISK__MAX_TRADES_PER_DAY": "100000000",
         }
@@ -143,16 +151,39 @@ def _messages(slack: SlackRecorder) -> str:
     return json.dumps([r.body for r in slack.requests])
 
 
-def _tick(stack: Stack) -> dict[str, Any]:
+def _tick(
+    stack: Stack, now: datetime | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
     join_outcomes(stack.settings)
-    canary = Canary(stack.settings)
+    canary = Canary(settings or stack.settings)
     try:
-        return canary.tick()
+        return canary.tick(now)
     finally:
         canary.close()
 
 
-def test_good_challenger_goes_through_every_step_and_is_promoted(stack: Stack) -> None:
+def _with_rollout(settings: Settings, **rollout: Any) -> Settings:
+    return settings.model_copy(update={"rollout": settings.rollout.model_copy(update=rollout)})
+
+
+def _history(row: Any) -> list[dict[str, Any]]:
+    return row.history if isinstance(row.history, list) else json.loads(row.history)
+
+
+def _ab_report(settings: Settings, row: Any, tmp: Path) -> dict[str, Any]:
+    """The A/B report linked from the row, read back from the challenger's run."""
+    (link,) = [h["report"] for h in _history(row) if h["event"] == "ab report"]
+    registry = Registry(settings)
+    assert link["run_id"] == registry.version(row.challenger_version).run_id
+    assert link["uri"] == f"runs:/{link['run_id']}/ab_report/ab_report.json"
+    folder = Path(registry.client.download_artifacts(link["run_id"], "ab_report", str(tmp)))
+    assert (folder / "ab_report.md").read_text().startswith("# A/B report")
+    return dict(json.loads((folder / "ab_report.json").read_text()))
+
+
+def test_good_challenger_goes_through_every_step_and_is_promoted(
+    stack: Stack, tmp_path: Path
+) -> None:
     second = _retrain(stack.settings, "v2", end=TRAINED_UNTIL.isoformat(), force=True)
     assert "register" in second, second
     registry = Registry(stack.settings)
@@ -221,18 +252,42 @@ def test_good_challenger_goes_through_every_step_and_is_promoted(stack: Stack) -
     assert registry.aliases() == {c.ALIAS_CHAMPION: "2", c.ALIAS_PREVIOUS_CHAMPION: "1"}
     assert registry.model_tags()[c.CANARY_WEIGHT_TAG] == "0"
     (rollout,) = _rollouts(stack.settings)
-    assert rollout.status == "promoted" and rollout.challenger_version == "2"
-    history = rollout.history if isinstance(rollout.history, list) else json.loads(rollout.history)
+    assert rollout.status == "watching" and rollout.challenger_version == "2"
+    history = _history(rollout)
     events = [h["event"] for h in history]
     assert events[0] == "started" and events.count("advanced") == 4
-    assert events[-2:] == ["promote", "promoted"]
+    assert events[-3:] == ["promote", "promoted", "ab report"]
     assert all("numbers" in h for h in history if h["event"] == "advanced")
     messages = _messages(stack.slack)
     assert (
         "v2 started" in messages and "advanced" in messages and "promoted to champion" in messages
     )
+    # The A/B report on v2's run: the figures of the whole rollout, the numbers the guards
+    # saw at each judged step, the decision.
+    report = _ab_report(stack.settings, rollout, tmp_path)
+    assert report["decision"] == "promoted" and report["challenger_version"] == "2"
+    assert report["challenger"]["predictions"] > 0 and report["champion"]["predictions"] > 0
+    judged = [h for h in history if h.get("numbers")]
+    assert [g["numbers"] for g in report["guards"]] == [h["numbers"] for h in judged]
+    assert report["challenger"]["error_rate"] == 0.0
     stack.reload()
     assert stack.send(3, offset)[0]["version"] == "2"
+
+    # The watch: v2 as champion on the same traffic as v1's record (the canary's requests,
+    # replayed: accuracy differs by market regime, so other rows would not compare); it
+    # holds for rollout.watch_hours and ends "done".
+    served = stack.send(1020, 0)
+    assert {(m["version"], m["role"]) for m in served} == {("2", "champion")}
+    stack.flush()
+    watching = _tick(stack)
+    assert watching["action"] == "watching", watching
+    later = datetime.now(UTC) + timedelta(hours=1, minutes=1)
+    done = _tick(stack, later)
+    assert done["action"] == "watch_done", done
+    (rollout,) = _rollouts(stack.settings)
+    assert rollout.status == "done" and _history(rollout)[-1]["event"] == "watch done"
+    assert registry.aliases() == {c.ALIAS_CHAMPION: "2", c.ALIAS_PREVIOUS_CHAMPION: "1"}
+    assert "passed its watch" in _messages(stack.slack)
 
 
 def _negate_before(settings: Settings, before: pd.Timestamp) -> list[tuple[Path, bytes]]:
@@ -248,7 +303,7 @@ def _negate_before(settings: Settings, before: pd.Timestamp) -> list[tuple[Path,
     return saved
 
 
-def test_bad_challenger_is_rolled_back_at_the_shadow_step(stack: Stack) -> None:
+def test_bad_challenger_is_rolled_back_at_the_shadow_step(stack: Stack, tmp_path: Path) -> None:
     registry = Registry(stack.settings)
     # Trained (and evaluated on its holdout) where every feature had its sign flipped: it
     # looks good offline, beats the champion there, and is wrong on the live market.
@@ -300,6 +355,10 @@ def test_bad_challenger_is_rolled_back_at_the_shadow_step(stack: Stack) -> None:
         outcomes = conn.execute(sa.text("SELECT count(*) FROM outcomes")).scalar_one()
     engine.dispose()
     assert served_v3 == 0 and outcomes > 0
+    report = _ab_report(stack.settings, rolled, tmp_path)
+    assert report["decision"] == "rolled_back" and report["reason"] == rolled.reason
+    breached = [h for h in _history(rolled) if h["event"] == "guard breached"][-1]
+    assert report["guards"][-1]["numbers"] == breached["numbers"]
 
 
 def test_manual_rollback_is_served_without_a_restart(stack: Stack) -> None:
@@ -352,3 +411,109 @@ def test_a_tick_before_any_model_is_registered_is_idle(settings: Settings) -> No
 
     assert tick(settings) == {"action": "idle", "reason": "no registered model yet"}
     assert Registry(settings).aliases() == {}
+
+
+def _keys(symbol: str, to_challenger: bool, weight: float, n: int, prefix: str) -> list[str]:
+    """Caller keys the sidecar routes to the challenger (or not) at ``weight``: routing is
+    sticky per (symbol, key), so the requests the guard counts are known in advance."""
+    from signalops.serving.routing import bucket
+
+    keys = (f"{prefix}-{i}" for i in range(1_000_000))
+    return [k for k in keys if (bucket(symbol, k) < weight) == to_challenger][:n]
+
+
+def test_challenger_that_fails_requests_is_rolled_back_on_its_error_rate(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A challenger that takes one more feature than the champion: the requests routed to
+    it that lack the feature fail for it (the champion answers; the sidecar records them
+    in ``scoring_errors``). No shadow step: a challenger of other inputs can read no
+    request the champion can, so the shadow would score nothing."""
+    from tests.integration.test_swaps import register
+
+    registry = Registry(stack.settings)
+    version = register(registry, tmp_path, names=[*stack.names, "extra_feature"])
+    registry.set_alias(c.ALIAS_CHALLENGER, version)
+    settings = _with_rollout(stack.settings, steps=(0.01, 0.1, 0.5, 1.0))
+    started = _tick(stack, settings=settings)
+    assert started["action"] == "started" and started["weight"] == 0.01
+    stack.reload()
+
+    row = stack.rows.iloc[0]
+    symbol, features = str(row["symbol"]), {n: float(row[n]) for n in stack.names}
+
+    def send(key: str, extra: bool) -> dict[str, Any]:
+        body = {
+            "symbol": symbol,
+            "features": {**features, "extra_feature": 0.5} if extra else features,
+            "key": key,
+        }
+        r = httpx.post(f"{stack.url}/v1/signals", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        return dict(r.json()["model"])
+
+    to_challenger = _keys(symbol, True, 0.01, 60, "err")
+    to_champion = _keys(symbol, False, 0.01, 30, "err")
+    # 20 of the 60 routed to the challenger lack its extra feature: an error rate of 1/3.
+    answered = [send(k, extra=i >= 20) for i, k in enumerate(to_challenger)]
+    answered += [send(k, extra=False) for k in to_champion]
+    assert [m["role"] for m in answered[:20]] == ["champion"] * 20
+    assert {(m["version"], m["role"]) for m in answered[20:60]} == {(version, "challenger")}
+    time.sleep(3)  # the sidecar writes its failure counts every 2 s
+    result = _tick(stack, settings=settings)
+    assert result["action"] == "rolled_back", result
+    assert "error rate 0.333 (20 of 60 scorings failed)" in result["reason"]
+    rolled = _rollouts(stack.settings)[-1]
+    assert rolled.status == "rolled_back" and rolled.challenger_version == version
+    assert rolled.step == 0  # the first step that could judge it
+    breached = [h for h in _history(rolled) if h["event"] == "guard breached"][-1]
+    assert breached["numbers"]["p_error_rate_worse"] < stack.settings.rollout.significance
+    assert registry.aliases().get(c.ALIAS_CHALLENGER) is None
+    assert registry.aliases()[c.ALIAS_CHAMPION] == "2"
+    assert "error rate" in _messages(stack.slack)
+    report = _ab_report(stack.settings, rolled, tmp_path / "report")
+    assert report["challenger"]["failures"] == 20 and report["challenger"]["predictions"] == 40
+    assert report["tests"]["p_error_rate_worse"] < 0.05
+
+
+def test_promoted_challenger_worse_than_the_record_is_rolled_back_in_its_watch(
+    stack: Stack,
+) -> None:
+    """v3 (wrong on the live market) promoted by a canary that saw no matured outcomes
+    (outcomes mature slower than a short canary): its watch compares it, as champion, with
+    v2's record as champion and rolls it back."""
+    registry = Registry(stack.settings)
+    assert registry.aliases()[c.ALIAS_CHAMPION] == "2"
+    registry.set_alias(c.ALIAS_CHALLENGER, "3")
+    blind = _with_rollout(stack.settings, steps=(0.5, 1.0), min_outcomes=10**6)
+    assert _tick(stack, settings=blind)["action"] == "started"
+    result: dict[str, Any] = {}
+    offset = 70_000
+    for _ in range(4):
+        stack.reload()
+        stack.send(20, offset)
+        offset += 20
+        stack.flush()
+        result = _tick(stack, settings=blind)
+        if result["action"] == "promoted":
+            break
+    assert result["action"] == "promoted" and result["status"] == "watching", result
+    assert registry.aliases()[c.ALIAS_CHAMPION] == "3"
+    stack.reload()
+    for _ in range(6):
+        served = stack.send(60, offset)
+        offset += 60
+        assert {(m["version"], m["role"]) for m in served} == {("3", "champion")}
+        stack.flush()
+        result = _tick(stack)  # the watch, with the stack's own settings
+        if result["action"] != "watching":
+            break
+    assert result["action"] == "rolled_back", result
+    assert result["reason"].startswith("watch: ")
+    rolled = _rollouts(stack.settings)[-1]
+    assert rolled.status == "rolled_back" and rolled.challenger_version == "3"
+    assert [h["event"] for h in _history(rolled)][-2:] == ["watch breached", "rolled back"]
+    assert registry.aliases() == {c.ALIAS_CHAMPION: "2", c.ALIAS_PREVIOUS_CHAMPION: "3"}
+    assert "rolled back during its watch" in _messages(stack.slack)
+    stack.reload()
+    assert stack.send(1, offset)[0]["version"] == "2"

@@ -1,18 +1,27 @@
 """The canary guards (pure): the one-sided tests against direct computations, and what the
 judge does with too little data, a slow challenger, a shifted score distribution, worse
-live accuracy, and a healthy step."""
+live accuracy, failed scorings, and a healthy step; the A/B report built from the same
+figures."""
 
 from __future__ import annotations
 
+import json
 import math
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from signalops.config import RolloutSettings
-from signalops.rollout.guards import judge, worse_accuracy_p, worse_log_loss_p
+from signalops.rollout import report
+from signalops.rollout.guards import (
+    judge,
+    worse_accuracy_p,
+    worse_error_rate_p,
+    worse_log_loss_p,
+)
 from signalops.rollout.outcomes import LiveMetrics
 
 RNG = np.random.default_rng(6)
@@ -128,3 +137,59 @@ def test_steps_must_rise_to_one() -> None:
     with pytest.raises(ValueError, match="rise"):
         RolloutSettings(steps=(0.0, 0.5))
     assert RolloutSettings(steps="0,0.1,1").steps == (0.0, 0.1, 1.0)  # type: ignore[arg-type]
+
+
+def test_error_rate_test_matches_a_direct_two_proportion_z_test() -> None:
+    champion = replace(_metrics("1", 4000), failures=12)
+    challenger = replace(_metrics("2", 170), failures=30)
+    n1, n2 = 4012, 200
+    r1, r2 = 12 / n1, 30 / n2
+    pooled = 42 / (n1 + n2)
+    z = (r2 - r1) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    assert challenger.error_rate == pytest.approx(0.15)
+    assert worse_error_rate_p(champion, challenger) == pytest.approx(stats.norm.sf(z), rel=1e-12)
+
+
+def test_failing_challenger_breaches_once_it_has_enough_scorings() -> None:
+    champion = replace(_metrics("1", 5000), failures=5)
+    # 60 of 200 scorings failed: judged although only 140 were logged (< min_predictions).
+    failing = judge(CFG, False, champion, replace(_metrics("2", 140), failures=60), LONG)
+    assert failing.breach is not None and "error rate 0.300" in failing.breach
+    assert failing.numbers["p_error_rate_worse"] < CFG.significance
+    assert failing.numbers["challenger"]["error_rate"] == pytest.approx(0.3)
+    early = judge(CFG, False, champion, replace(_metrics("2", 100), failures=30), LONG)
+    assert early.breach is None and "p_error_rate_worse" not in early.numbers  # 130 < 200
+    # Within max_error_rate_excess of the champion's rate: holds.
+    close = judge(CFG, False, champion, replace(_metrics("2", 995), failures=5), LONG)
+    assert close.breach is None and close.ready, close
+
+
+def test_ab_report_carries_both_sides_tests_guards_and_decision() -> None:
+    champion = replace(_metrics("1", 3000, outcomes=600, skill=0.6), failures=3)
+    challenger = replace(_metrics("2", 900, outcomes=400, skill=0.6), failures=1)
+    verdict = judge(CFG, False, champion, challenger, LONG)
+    row = {
+        "id": "r-1",
+        "signal_name": "direction_1h",
+        "champion_version": "1",
+        "challenger_version": "2",
+        "started_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "status": "promoted",
+        "reason": "every step passed",
+        "step": 4,
+    }
+    history = [
+        {"at": "t0", "event": "started", "step": 0, "weight": 0.0, "reason": "started"},
+        {"at": "t1", "event": "promote", "step": 4, "weight": 1.0, "reason": "every step passed",
+         "numbers": verdict.numbers},
+    ]  # fmt: skip
+    built = report.build(row, champion, challenger, history, datetime(2026, 1, 2, tzinfo=UTC))
+    assert built["decision"] == "promoted" and built["challenger"]["predictions"] == 900
+    assert built["champion"]["error_rate"] == pytest.approx(3 / 3003)
+    assert built["tests"]["p_accuracy_worse"] == pytest.approx(
+        worse_accuracy_p(champion, challenger)
+    )
+    assert built["guards"][0]["numbers"]["score_psi"] == verdict.numbers["score_psi"]
+    text = report.markdown(built)
+    assert "**Decision: promoted**" in text and "| error_rate |" in text
+    json.dumps(built, allow_nan=False)  # JSON-safe

@@ -13,8 +13,21 @@ One ``tick`` per run of the ``canary`` DAG, per signal:
    BUY/SELL/HOLD; once ``min_outcomes`` matured outcomes exist for both, live accuracy and
    log loss must not be significantly worse (one-sided tests at ``significance``). A breach
    rolls back at once.
+   The error rate (failed scorings, ``scoring_errors``) must not exceed the champion's by
+   more than ``max_error_rate_excess`` (one-sided test) once the challenger has
+   ``min_predictions`` scorings at the step.
 4. **Advance** when the step has lasted ``min_step_minutes`` with ``min_predictions``
    challenger rows and every guard holds; after the last step (w = 1) **promote**.
+5. **Watch** the new champion for ``watch_hours`` after the promotion (status
+   ``watching``; 0 = off, the row ends ``promoted``): the same guards (but score PSI)
+   judge its live figures since the promotion against the previous champion's record (its last
+   ``watch_baseline_hours`` as champion, ``step_metrics.watch_metrics``). A breach rolls
+   back (``champion`` back to the previous champion, the failed one becomes
+   ``previous-champion``); a watch that holds ends ``done``. A new challenger waits for the
+   watch to end.
+
+When a rollout is promoted or rolled back, its A/B report (``signalops.rollout.report``)
+is logged on the challenger's run and linked from the row's history (event ``ab report``).
 
 Crash safety (``signalops.rollout.transitions``): every transition writes its intent to
 the ``rollouts`` row first (``promoting`` / ``rolling_back``, or the new step and weight)
@@ -32,6 +45,7 @@ history entry carries the difference (``inputs``) and the Slack alert says it.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,7 +54,8 @@ from signalops.config import Settings
 from signalops.registry import contracts as c
 from signalops.rollout.guards import Verdict, judge
 from signalops.rollout.inputs import describe_input_change, input_difference
-from signalops.rollout.step_metrics import step_metrics
+from signalops.rollout.report import build, log_report
+from signalops.rollout.step_metrics import rollout_metrics, step_metrics, watch_metrics
 from signalops.rollout.transitions import RolloutTransitions
 from signalops.warehouse import rollouts
 from signalops.windows import parse_ts
@@ -59,7 +74,8 @@ class Canary(RolloutTransitions):
         now = now or datetime.now(UTC)
         row = self.active()
         if row is not None and row["status"] != "active":
-            return self._finish(row)  # a crash left it half-done: complete it
+            # A new champion under watch, or a crash left a transition half-done: complete it.
+            return self._watch(row, now) if row["status"] == "watching" else self._finish(row)
         aliases = self.registry.aliases()
         if row is None and not aliases:  # nothing registered yet (a new deployment): no weight
             return {"action": "idle", "reason": "no registered model yet"}
@@ -140,9 +156,18 @@ class Canary(RolloutTransitions):
 
     def _finish(self, row: dict[str, Any]) -> dict[str, Any]:
         """Apply a written intent to the registry, then record that it is done."""
+        now = datetime.now(UTC)
         if row["status"] == "promoting":
             self._apply_promotion(row)
-            row.update(status="promoted", step=len(self.cfg.steps) - 1, weight=1.0)
+            # The promotion and the start of the watch are one write: a crash after it
+            # leaves a row the next tick watches.
+            watch = self.cfg.watch_hours > 0 and row["champion_version"] is not None
+            row.update(
+                status="watching" if watch else "promoted",
+                step=len(self.cfg.steps) - 1,
+                weight=1.0,
+                **({"step_started_at": now} if watch else {}),
+            )
             inputs = self._inputs(
                 row["champion_version"], row["challenger_version"], "champion", "challenger"
             )
@@ -150,19 +175,76 @@ class Canary(RolloutTransitions):
             self._alert(
                 f"signalops: {self.signal} v{row['challenger_version']} promoted to champion",
                 f"v{row['champion_version']} is now previous-champion. {row['reason']}"
-                + (f". {inputs['text']}." if inputs else ""),
+                + (f". {inputs['text']}." if inputs else "")
+                + (f" Watched for {self.cfg.watch_hours:g} h." if watch else ""),
                 "warning" if inputs else "info",
             )
-            return {"action": "promoted", "rollout": row["id"]}
+            self._report(row, now)
+            return {"action": "promoted", "rollout": row["id"], "status": row["status"]}
+        promoted = any(h.get("event") == "promoted" for h in _history(row))
         self._apply_rollback(row)
         row.update(status="rolled_back", weight=0.0)
         self._write(row, "rolled back")
-        self._alert(
-            f"signalops: rollout of {self.signal} v{row['challenger_version']} rolled back",
-            f"{row['reason']}. Champion v{row['champion_version']} keeps serving.",
-            "error",
-        )
+        if promoted:  # the watch: the previous champion is back
+            self._alert(
+                f"signalops: {self.signal} v{row['challenger_version']} rolled back "
+                "during its watch",
+                f"{row['reason']}. Champion back to v{row['champion_version']}; "
+                f"v{row['challenger_version']} is now previous-champion.",
+                "error",
+            )
+        else:
+            self._alert(
+                f"signalops: rollout of {self.signal} v{row['challenger_version']} rolled back",
+                f"{row['reason']}. Champion v{row['champion_version']} keeps serving.",
+                "error",
+            )
+            self._report(row, now)
         return {"action": "rolled_back", "rollout": row["id"], "reason": row["reason"]}
+
+    def _watch(self, row: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """One look at a new champion in its watch: roll back on a breach, end it when
+        ``watch_hours`` have passed."""
+        self._publish_weight(0.0)  # no challenger serves while a champion is watched
+        if self.registry.aliases().get(c.ALIAS_CHAMPION) != row["challenger_version"]:
+            row.update(status="done", reason="the champion alias moved during the watch")
+            self._write(row, "watch ended")
+            return {"action": "watch_ended", "rollout": row["id"], "reason": row["reason"]}
+        record, live = watch_metrics(self.settings, self.warehouse, self.signal, row, now)
+        age = now - parse_ts(row["step_started_at"], "step_started_at")
+        verdict = judge(self.cfg, False, record, live, age)
+        verdict.numbers["watch"] = True
+        if verdict.breach:
+            row.update(status="rolling_back", reason=f"watch: {verdict.breach}")
+            self._write(row, "watch breached", verdict.numbers)
+            return self._finish(row)
+        if age < timedelta(hours=self.cfg.watch_hours):
+            return {"action": "watching", "rollout": row["id"], "waiting": verdict.waiting}
+        judged = "judged" if verdict.ready else f"not fully judged ({'; '.join(verdict.waiting)})"
+        row.update(
+            status="done",
+            reason=f"watch of {self.cfg.watch_hours:g} h passed, {judged}",
+        )
+        self._write(row, "watch done", verdict.numbers)
+        self._alert(
+            f"signalops: {self.signal} v{row['challenger_version']} passed its watch",
+            f"{row['reason']}. {self._figures(verdict)}",
+            "info" if verdict.ready else "warning",
+        )
+        return {"action": "watch_done", "rollout": row["id"], "reason": row["reason"]}
+
+    def _report(self, row: dict[str, Any], now: datetime) -> None:
+        """The A/B report on the challenger's run, linked from the row. A report that
+        cannot be written must not undo the transition: logged and recorded."""
+        try:
+            champ, chall = rollout_metrics(self.settings, self.warehouse, self.signal, row, now)
+            report = build(row, champ, chall, _history(row), now)
+            link = log_report(self.registry, row["challenger_version"], report)
+        except Exception as exc:  # MLflow or artifact store errors
+            log.warning("%s: A/B report of rollout %s not written: %s", self.signal, row["id"], exc)
+            self._write(row, "ab report failed", report={"error": str(exc)[:500]})
+            return
+        self._write(row, "ab report", report=link)
 
     def _check_stuck(self, row: dict[str, Any], now: datetime, waiting: Any) -> None:
         """A rollout held at one step past ``rollout.max_step_hours``: alerted once a day."""
@@ -225,7 +307,10 @@ class Canary(RolloutTransitions):
         if target == current:
             return {"restored": target, "changed": False, "alias_changed_at": None}
         active = self.active()
-        if active is not None:  # a running rollout judged against the old champion ends
+        if active is not None and active["status"] == "watching":  # the watch ends here
+            active.update(status="rolled_back", reason=f"manual rollback to v{target}")
+            self._write(active, "manual rollback")
+        elif active is not None:  # a running rollout judged against the old champion ends
             active.update(status="rolling_back", reason=f"manual rollback to v{target}")
             self._write(active, "manual rollback")
             self._apply_rollback(active)
@@ -257,6 +342,11 @@ class Canary(RolloutTransitions):
             "changed": True,
             "alias_changed_at": changed_at.isoformat(),
         }
+
+
+def _history(row: dict[str, Any]) -> list[dict[str, Any]]:
+    history = row.get("history") or []
+    return list(json.loads(history) if isinstance(history, str) else history)
 
 
 def tick(settings: Settings, signal: str | None = None) -> dict[str, Any]:

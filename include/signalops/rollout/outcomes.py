@@ -97,9 +97,20 @@ class LiveMetrics:
     scores: np.ndarray
     labels: np.ndarray  # per outcome: 1 up, 0 down
     probs: np.ndarray  # per outcome
+    failures: int = 0  # failed scorings (``scoring_errors``): raised, or could not read input
+
+    @property
+    def scorings(self) -> int:
+        """Rows it was asked to score: logged predictions + failures."""
+        return self.predictions + self.failures
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.failures / self.scorings if self.scorings else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("scores", "labels", "probs")}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("scores", "labels", "probs")}
+        return {**out, "error_rate": self.error_rate}
 
 
 def live_metrics(

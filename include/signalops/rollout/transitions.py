@@ -7,6 +7,8 @@ the row's ``history``) and then applies it to the registry with idempotent calls
 ``_apply_rollback``: the aliases). A run killed in between leaves a row whose registry
 side the next tick re-applies. Promotion sets ``previous-champion`` before it moves
 ``champion``; an alias points at one version, so there is always exactly one champion.
+Rolling back a promoted challenger (its watch breached) moves ``champion`` back the same
+way: ``previous-champion`` to the failed version first, then ``champion`` to the row's.
 Alerts go through the alert ledger (``_alert``), so a retried tick does not repeat one.
 
 ``RolloutTransitions`` holds these primitives for one signal; ``signalops.rollout.canary.
@@ -74,6 +76,7 @@ class RolloutTransitions:
         event: str,
         numbers: dict[str, Any] | None = None,
         inputs: dict[str, Any] | None = None,
+        report: dict[str, Any] | None = None,
     ) -> None:
         now = datetime.now(UTC)
         row["updated_at"] = now
@@ -88,6 +91,7 @@ class RolloutTransitions:
                 "reason": row["reason"],
                 **({"numbers": numbers} if numbers else {}),
                 **({"inputs": inputs} if inputs else {}),
+                **({"report": report} if report else {}),
             },
         ]
         with self.warehouse.begin() as conn:
@@ -132,6 +136,13 @@ class RolloutTransitions:
         self._publish_weight(0.0)
 
     def _apply_rollback(self, row: dict[str, Any]) -> None:
-        if self.registry.aliases().get(c.ALIAS_CHALLENGER) == row["challenger_version"]:
+        """Weight 0, no challenger alias; a challenger already promoted (the watch) gives
+        ``champion`` back to the row's champion and becomes ``previous-champion``."""
+        aliases = self.registry.aliases()
+        new, old = row["challenger_version"], row["champion_version"]
+        if aliases.get(c.ALIAS_CHAMPION) == new and old is not None:
+            self.registry.set_alias(c.ALIAS_PREVIOUS_CHAMPION, new)
+            self.registry.set_alias(c.ALIAS_CHAMPION, old)
+        if aliases.get(c.ALIAS_CHALLENGER) == new:
             self.registry.delete_alias(c.ALIAS_CHALLENGER)
         self._publish_weight(0.0)

@@ -13,7 +13,9 @@ import sqlalchemy as sa
 from signalops.warehouse.core import upsert
 from signalops.warehouse.schema import rollouts_table
 
-ACTIVE = ("active", "promoting", "rolling_back")
+# "watching": a promoted challenger judged as champion (rollout.watch_hours); it ends
+# "done" or, rolled back, "rolled_back".
+ACTIVE = ("active", "promoting", "rolling_back", "watching")
 
 
 def active(conn: sa.Connection, signal: str) -> dict[str, Any] | None:
