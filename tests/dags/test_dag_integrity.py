@@ -21,6 +21,8 @@ HEAVY = (
     "pyarrow",
     "scipy",
     "xgboost",
+    "optuna",
+    "shap",
     "mlflow",
     "great_expectations",
     "evidently",
