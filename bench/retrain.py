@@ -13,7 +13,7 @@ not timed. The peak is the process high-water mark (``VmHWM``) from just before 
 path, reset through ``/proc/self/clear_refs``.
 
 Tuning (``--tune-trials N``, default 5, 0: not measured; first repeat only): the tune
-step's study (``training.tune.run_study``, every trial a nested MLflow run) on the same rows
+step's study (``training.study.run_study``, every trial a nested MLflow run) on the same rows
 after the path, as trials per minute, and a complete trial's time against the train step's
 own walk-forward CV: trial 0 is that very CV (the run's parameters), on fold matrices the
 study builds once and reuses, so ~1x (later trials' times follow their parameters).
@@ -84,7 +84,7 @@ def _tuning(
     import statistics
 
     from signalops.registry import Registry
-    from signalops.training.tune import MlflowTrials, run_study
+    from signalops.training.study import MlflowTrials, run_study
 
     metric = settings.tuning.metric or settings.evaluation.primary_metric
     recorder = MlflowTrials(Registry(settings), parent_run_id, request.run_key, metric)

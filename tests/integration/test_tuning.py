@@ -21,7 +21,7 @@ from signalops.registry import Registry
 from signalops.registry import contracts as c
 from signalops.training import retrain as steps
 from signalops.training import rundir
-from signalops.training.tune import read_tuned, tuned_tag
+from signalops.training.tuned import read_tuned, tuned_tag
 from tests.conftest import copy_lake
 
 pytestmark = pytest.mark.integration

@@ -18,16 +18,9 @@ import pytest
 from signalops.config import ConfigError, Settings, XGBoostParams
 from signalops.training.dataset import Dataset, holdout_split
 from signalops.training.fit import cv_mean
+from signalops.training.study import StudyResult, TrialRecorder, run_study
 from signalops.training.train import WalkForward, cross_validate, train_model
-from signalops.training.tune import (
-    StudyResult,
-    TrialRecorder,
-    TunedParams,
-    read_tuned,
-    run_study,
-    tuned_tag,
-    tuning_plan,
-)
+from signalops.training.tuned import TunedParams, read_tuned, tuned_tag, tuning_plan
 from tests.conftest import make_settings
 
 FEATURES = ["f0", "f1", "f2", "f3"]

@@ -6,7 +6,7 @@ directory (``rundir.write_request``) and read back by every later step.
 
 Hyperparameters: ``training.xgboost``, under the feature set's stored tuned parameters
 (``tuning.use_tuned``), under the run's own. Whether the run tunes, and why, is decided
-here too (:func:`signalops.training.tune.tuning_plan`).
+here too (:func:`signalops.training.tuned.tuning_plan`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def plan_request(
     """
     from signalops.features.definitions import get_feature_set
     from signalops.features.offline_store import OfflineStore
-    from signalops.training.tune import read_tuned, tuning_plan
+    from signalops.training.tuned import read_tuned, tuning_plan
 
     version = params.get("feature_set_version") or settings.features.feature_set_version
     get_feature_set(version)  # unknown versions fail here, with the known ones listed
