@@ -409,8 +409,10 @@ def test_rollout_row_and_alerts_name_an_input_change(
     finally:
         canary.close()
     (row,) = _rows(settings, signal)
-    promoted = _history(row)[-1]
-    assert promoted["event"] == "promoted" and promoted["inputs"]["text"] == sentence
+    events = _history(row)
+    # after the promotion comes the A/B report's entry (rollout/report.py)
+    assert [e["event"] for e in events[-2:]] == ["promoted", "ab report"]
+    assert events[-2]["inputs"]["text"] == sentence
     texts = [json.dumps(r.body) for r in slack.requests]
     assert sum(sentence in t for t in texts) == 2, texts  # started and promoted
     assert any("promoted to champion" in t and sentence in t for t in texts)
