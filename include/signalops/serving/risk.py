@@ -93,7 +93,8 @@ class RiskGuard:
         state = self.state.get(day)
         account_breaker = self.breaker(state)
         stamp = now.timestamp()
-        positions = self._open_positions(state, stamp)
+        # Only the total cap needs the other symbols' positions (a walk over the state).
+        positions = self._open_positions(state, stamp) if cfg.max_total_exposure is not None else {}
         decisions = []
         trades = int(state["trades"])
         new_trades: dict[str, int] = {}
