@@ -257,10 +257,13 @@ def test_guard_checks_put_each_value_next_to_its_limit(settings: Settings) -> No
         "challenger": {**version, "latency_p95_ms": 4.0 * cfg.max_latency_ratio + 5},
         "score_psi": cfg.max_score_psi / 2,
         "step_minutes": 1.0,
+        "error_rate_excess": cfg.max_error_rate_excess / 2,
     }
     checks = {g["guard"]: g for g in state_warehouse.guard_checks(numbers, cfg)}
     assert {k: g["status"] for k, g in checks.items()} == {
         "challenger predictions at the step": "ok",
+        "error rate over the champion's": "ok",
+        "p(error rate worse)": "not judged",
         "challenger latency p95 (ms)": "breach",
         "score PSI vs champion": "ok",
         "signal agreement (shadow step)": "not judged",

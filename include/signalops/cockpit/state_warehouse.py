@@ -120,6 +120,10 @@ def guard_checks(numbers: dict[str, Any], cfg: RolloutSettings) -> list[dict[str
         # (guard, value, limit, comparison, short of it = waiting rather than a breach)
         ("challenger predictions at the step", challenger.get("predictions"),
          cfg.min_predictions, ">=", True),
+        ("error rate over the champion's", numbers.get("error_rate_excess"),
+         cfg.max_error_rate_excess, "<=", False),
+        ("p(error rate worse)", numbers.get("p_error_rate_worse"), cfg.significance, ">=",
+         False),
         ("challenger latency p95 (ms)", ch_p95, latency_limit, "<=", False),
         ("score PSI vs champion", numbers.get("score_psi"), cfg.max_score_psi, "<=", False),
         ("signal agreement (shadow step)", numbers.get("agreement"), cfg.min_agreement, ">=",
