@@ -20,7 +20,6 @@ XGBoost is imported here, never in the sidecar: this runs as a batch task of the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -37,6 +36,7 @@ import pandas as pd
 
 from signalops.config import Settings
 from signalops.registry import contracts as c
+from signalops.serving.predlog import features_hash
 from signalops.warehouse import Warehouse, to_utc_series
 from signalops.warehouse import explanations as rows_db
 from signalops.warehouse.explanations import (
@@ -80,13 +80,6 @@ class Contributions:
     values: np.ndarray  # [n, features]
     base: np.ndarray  # [n] the bias column: the expected margin
     margin: np.ndarray  # [n] the booster's own output margin
-
-
-def features_hash(row: np.ndarray) -> str:
-    """The prediction log's ``features_hash`` of one row in the model's column order (as
-    ``serving.scoring`` logs it: blake2b, 8 bytes, of the float32 values)."""
-    data = np.ascontiguousarray(row, dtype=np.float32).tobytes()
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def native_model(signal: str, version: str, booster: Any, spec: Mapping[str, Any]) -> NativeModel:

@@ -33,6 +33,7 @@ The modules:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import operator
@@ -45,9 +46,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 log = logging.getLogger(__name__)
+
+
+def features_hash(row: np.ndarray) -> str:
+    """A row's ``features_hash``: blake2b (8 bytes) of its float32 values in the model's
+    column order. The log keeps this instead of the values; the explain task recomputes it on
+    the offline row to check it reads what the model saw."""
+    data = np.ascontiguousarray(row, dtype=np.float32).tobytes()
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,6 @@ challenger. Ensembles score their members the same way and decide once on the bl
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import numpy as np
 from signalops.serving.errors import TooLarge
 from signalops.serving.health import DependencyDown
 from signalops.serving.inputs import InputError
-from signalops.serving.predlog import PredictionRow
+from signalops.serving.predlog import PredictionRow, features_hash
 from signalops.serving.risk import RiskDecision
 from signalops.serving.routing import route
 
@@ -222,7 +221,7 @@ class Scorer:
                     ts=now,
                     symbol=symbols[i],
                     model_version=model.version,
-                    features_hash=hashlib.blake2b(x[i].tobytes(), digest_size=8).hexdigest(),
+                    features_hash=features_hash(x[i]),
                     features_ts=stamps[i] if stamps else None,
                     probability=float(p[i]),
                     signal=signals[i],
