@@ -187,9 +187,6 @@ class RiskGuard:
                 out.append(Trip(symbol, reason, state.get(scoped("tripped_at", symbol), 0.0)))
         return out
 
-    def breaker_now(self, now: datetime) -> str | None:
-        return self.breaker(self.state.get(self.day(now)))
-
     def trade_result(self, pnl: float, now: datetime, symbol: str | None = None) -> dict[str, Any]:
         return self.state.record_trade(self.day(now), pnl, symbol)
 
